@@ -34,6 +34,14 @@ META_KEY = "ssp_perception"
 # Largest safetensors header we accept; real ones are a few tens of kB.
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
 _LIST_LIMIT = 6
+# Written by ssp_training.baselines (save_baseline: provenance "video_model" {"kind", "config"};
+# ssp_train: provenance "model_kind"). Spelled out here: ssp_perception never imports
+# ssp_training.
+VIDEO_MODEL_KEY = "video_model"
+MODEL_KIND_KEY = "model_kind"
+BASELINE_KINDS = ("dff", "netwarp", "tcb_ppm", "tcb_ocr")
+# Mode of a saved artifact (mkstemp creates 0600): readable by all, like any model file.
+ARTIFACT_MODE = 0o644
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +147,7 @@ def save_artifact(path: str | os.PathLike, model: SSPModel, class_set: ClassSet,
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=header)
+        os.chmod(tmp, ARTIFACT_MODE)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -216,9 +225,18 @@ def _read_header(path: Path) -> dict[str, Any]:
 
 def load_artifact(path: str | os.PathLike, map_location: str | torch.device = "cpu"
                   ) -> tuple[SSPModel, ArtifactMeta]:
-    """Rebuild the model stored at ``path``; return ``(model in eval mode, metadata)``."""
+    """Rebuild the model stored at ``path``; return ``(model in eval mode, metadata)``.
+
+    Video-baseline artifacts (see :func:`baseline_kind`) are refused before any tensor is read.
+    """
     path = Path(path)
     meta = read_meta(path)
+    kind = baseline_kind(meta)
+    if kind is not None:
+        raise ArtifactError(f"{path}: this is a video-baseline artifact (kind {kind!r} in its "
+                            "provenance), not an SSP/image model; load it with "
+                            "ssp_training.baselines.load_baseline (or load_video_model), not "
+                            "ssp_perception.artifact.load_artifact")
     try:
         tensors = load_file(str(path), device="cpu")
     except SafetensorError as err:
@@ -230,6 +248,20 @@ def load_artifact(path: str | os.PathLike, map_location: str | torch.device = "c
     _check_state(path, model, tensors, meta)
     model.load_state_dict(tensors, strict=True)  # copies (and casts fp16) into fp32 params
     return model.to(map_location).eval(), meta
+
+
+def baseline_kind(meta: ArtifactMeta) -> str | None:
+    """Return the video-baseline kind an artifact's provenance names, or None for SSP/image.
+
+    A ``video_model`` entry (``ssp_training.baselines.save_baseline``) marks a baseline whatever
+    it holds; without one, a ``model_kind`` naming a baseline (``ssp_train``) does.
+    """
+    entry = meta.provenance.get(VIDEO_MODEL_KEY)
+    if entry is not None:
+        kind = entry.get("kind") if isinstance(entry, dict) else None
+        return str(kind) if kind is not None else "unknown"
+    kind = meta.provenance.get(MODEL_KIND_KEY)
+    return kind if kind in BASELINE_KINDS else None
 
 
 def _check_state(path: Path, model: SSPModel, tensors: dict[str, torch.Tensor],
@@ -322,5 +354,5 @@ def load_sam2_checkpoint(image_model: ImageModel, path: str | os.PathLike) -> Sa
     return report
 
 
-__all__ = ["ArtifactError", "ArtifactMeta", "FORMAT_VERSION", "Sam2LoadReport",
+__all__ = ["ArtifactError", "ArtifactMeta", "baseline_kind", "FORMAT_VERSION", "Sam2LoadReport",
            "load_artifact", "load_sam2_checkpoint", "read_meta", "save_artifact"]

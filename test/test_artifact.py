@@ -2,11 +2,12 @@
 
 import json
 import os
+import stat
 
 from _model_helpers import one_thread, tiny_config, tiny_image, tiny_model, translation
 import pytest
 from safetensors.torch import save_file
-from ssp_perception.artifact import (ArtifactError, FORMAT_VERSION, load_artifact,
+from ssp_perception.artifact import (ArtifactError, baseline_kind, FORMAT_VERSION, load_artifact,
                                      load_sam2_checkpoint, META_KEY, read_meta, save_artifact)
 from ssp_perception.classes import RURALSCAPES, UAVID
 from ssp_perception.config import ModelConfig
@@ -62,6 +63,13 @@ def test_fp32_round_trip_reproduces_outputs_and_metadata(saved, model):
     assert "created" in meta.provenance and "ssp_perception_version" in meta.provenance
     assert read_meta(saved) == meta
     assert not [p for p in saved.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_saved_artifact_is_world_readable(saved, model):
+    # Written via a mkstemp file (0600) and renamed: the artifact must not stay owner-only.
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o644
+    save_artifact(saved, model, UAVID, half=True)  # overwriting keeps the mode too
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o644
 
 
 def test_fp16_round_trip_is_close_and_small(tmp_path, model):
@@ -170,6 +178,52 @@ def test_weights_with_another_class_count(tmp_path, model):
     with pytest.raises(ArtifactError, match="class count mismatch: the weights have 12 classes, "
                                             "the metadata 8"):
         load_artifact(path)
+
+
+# What ssp_training.baselines.save_baseline adds to the provenance: VideoBaseline's
+# artifact_provenance() for BaselineConfig("dff") (ssp_perception tests never import
+# ssp_training, so it is spelled out).
+DFF_PROVENANCE = {"video_model": {"kind": "dff", "config": {
+    "kind": "dff", "flow": {"source": "dis", "raft_weights": "", "iterations": 8,
+                            "finetune": True, "dis_preset": "medium"},
+    "keyframe_interval": 8, "tcb_frames": 3, "tcb_channels": 0, "ocr_channels": 0,
+    "ocr_key_channels": 0}}}
+
+
+class _BaselineLike(torch.nn.Module):
+    """Stand in for a DIS-flow DFF baseline: its state dict is the image model's alone."""
+
+    def __init__(self, ssp):
+        super().__init__()
+        self.image_model = ssp.image_model
+        self.cfg = ssp.cfg
+        self.num_classes = ssp.num_classes
+
+
+@pytest.mark.parametrize("provenance, kind", [
+    (DFF_PROVENANCE, "dff"),  # save_baseline
+    ({"model_kind": "tcb_ocr", "recipe": {}}, "tcb_ocr"),  # ssp_train's generic provenance
+])
+def test_video_baseline_artifacts_are_refused_with_a_pointer(tmp_path, model, provenance, kind):
+    path = tmp_path / "baseline.safetensors"
+    # The same call save_baseline makes: save_artifact with the baseline's provenance entry.
+    save_artifact(path, _BaselineLike(model), UAVID, provenance)
+    meta = read_meta(path)  # load_baseline reads the header with read_meta: it must work
+    assert baseline_kind(meta) == kind
+    with pytest.raises(ArtifactError) as err:
+        load_artifact(path)
+    text = str(err.value)
+    assert text.startswith(f"{path}: this is a video-baseline artifact (kind '{kind}'")
+    assert "ssp_training.baselines.load_baseline" in text
+    assert "similarity" not in text and "missing" not in text
+
+
+def test_ssp_and_image_model_kinds_are_not_baselines(saved, tmp_path, model):
+    assert baseline_kind(read_meta(saved)) is None
+    image = tmp_path / "image.safetensors"
+    save_artifact(image, model, UAVID, {"model_kind": "image"})
+    assert baseline_kind(read_meta(image)) is None
+    assert load_artifact(image)[1].provenance["model_kind"] == "image"
 
 
 def test_save_rejects_mismatched_class_set_and_keeps_the_old_file(saved, model):
