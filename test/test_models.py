@@ -56,6 +56,17 @@ def test_lite_is_small():
     assert _count(model.similarity) < 0.01 * _count(model.image_model)
 
 
+def test_embed_similarity_block_layout():
+    block = create_similarity("embed", 32, 4)
+    # 1x1 embed 32->4 (132), 3x3 over the 8-channel concat -> 4 (292), BN (8), 1x1 -> 1 (5).
+    assert _count(block) == 437 and block.embed_channels == 4
+    feat = torch.randn(2, 32, 6, 10)
+    emb = block.embed(feat)
+    assert emb.shape == (2, 4, 6, 10)
+    s = block.eval()(torch.zeros_like(emb), emb)
+    assert s.shape == (2, 1, 6, 10) and ((s > 0) & (s < 1)).all()
+
+
 def test_conv_similarity_block_is_207_841_parameters_for_d_96():
     assert _count(create_similarity("conv", 96)) == 207_841
     assert _count(create_similarity("conv", 96, hidden=96)) == 207_841
@@ -135,6 +146,9 @@ def test_presets_are_valid_and_round_trip_through_json():
         again = ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
         assert again == cfg
     assert PRESETS["hiera_s"].sim_op == "conv" and PRESETS["hiera_s"].sim_channels == 0
+    # The spec's presets fuse at full resolution; lite at stride 4 with the "embed" block.
+    assert PRESETS["hiera_s"].upsample_before_mixing and PRESETS["hiera_bplus"].upsample_before_mixing
+    assert not PRESETS["lite"].upsample_before_mixing and PRESETS["lite"].sim_op == "embed"
     assert preset("hiera_s").head_channels == 256 and preset("hiera_bplus").head_channels == 512
 
 
@@ -161,7 +175,8 @@ def test_config_rejects_unknown_and_missing_keys():
 @pytest.mark.parametrize("change, message", [
     ({"input_size": (360, 640)}, r"multiples of 32 .*\(360, 640\)"),
     ({"input_size": (384,)}, "input_size must be"),
-    ({"sim_op": "cossim"}, "sim_op 'cossim' is not one of conv, cosine"),
+    ({"sim_op": "cossim"}, "sim_op 'cossim' is not one of conv, embed, cosine"),
+    ({"upsample_before_mixing": "yes"}, "upsample_before_mixing must be true or false"),
     ({"num_classes": 0}, "num_classes must be an integer in 1..254"),
     ({"num_classes": 255}, "num_classes"),
     ({"head_channels": -1}, "head_channels must be a positive integer"),

@@ -2,7 +2,7 @@
 
 from _model_helpers import one_thread, tiny_image, tiny_model, translation
 import pytest
-from ssp_perception.geometry import warp_homography
+from ssp_perception.geometry import scale_homography, warp_homography
 import torch
 import torch.nn.functional as F
 
@@ -13,15 +13,27 @@ def _single_thread():
         yield
 
 
+# Both fusion resolutions: the spec's (full resolution, "conv" block) and the lite preset's
+# (stride 4, "embed" block); the tiny model is the lite preset at 64x96.
+SPEC_FUSION = {"upsample_before_mixing": True, "sim_op": "conv", "sim_channels": 8}
+LITE_FUSION = {}
+FUSIONS = pytest.mark.parametrize("fusion", [SPEC_FUSION, LITE_FUSION], ids=["spec", "lite"])
+
+
+def _fusion_size(model) -> tuple[int, int]:
+    return 64 // model.fusion_stride, 96 // model.fusion_stride
+
+
 def _state(model, batch: int = 1, seed: int = 3):
     gen = torch.Generator().manual_seed(seed)
-    prev_logits = torch.randn(batch, model.num_classes, 64, 96, generator=gen)
+    prev_logits = torch.randn(batch, model.num_classes, *_fusion_size(model), generator=gen)
     prev_feat = torch.randn(batch, model.feature_channels, 16, 24, generator=gen)
     return prev_logits, prev_feat
 
 
-def test_forward_pair_outputs_and_gradients():
-    model = tiny_model().train()
+@FUSIONS
+def test_forward_pair_outputs_and_gradients(fusion):
+    model = tiny_model(**fusion).train()
     prev, cur = tiny_image(2, seed=1), tiny_image(2, seed=2)
     out = model.forward_pair(prev, cur, translation(4.0, -2.0, batch=2))
     assert set(out) == {"out", "prev_logits", "logits", "sim"}
@@ -35,8 +47,9 @@ def test_forward_pair_outputs_and_gradients():
     assert model.image_model.encoder.body.conv_stem.weight.grad.abs().sum() > 0
 
 
-def test_forward_pair_parts_are_the_image_model_outputs():
-    model = tiny_model()
+@FUSIONS
+def test_forward_pair_parts_are_the_image_model_outputs(fusion):
+    model = tiny_model(**fusion)
     prev, cur = tiny_image(1, seed=1), tiny_image(1, seed=2)
     with torch.no_grad():
         out = model.forward_pair(prev, cur, translation(1.0, 1.0))
@@ -44,68 +57,80 @@ def test_forward_pair_parts_are_the_image_model_outputs():
         torch.testing.assert_close(out["logits"], model.image_model(cur))
 
 
-def test_constant_similarity_gives_the_image_model_output():
-    model = tiny_model(sim_op="constant")
+@FUSIONS
+def test_constant_similarity_gives_the_image_model_output(fusion):
+    model = tiny_model(**{**fusion, "sim_op": "constant"})
     prev, cur = tiny_image(1, seed=1), tiny_image(1, seed=2)
     prev_logits, prev_feat = _state(model)
     with torch.no_grad():
         expected = model.image_model(cur)
         out, feat, s = model.step(cur, prev_logits, prev_feat, translation(3.0, 5.0),
                                   torch.ones(1))
-        assert torch.equal(out, expected)
+        assert torch.equal(model.output_logits(out, (64, 96)), expected)
         assert s.abs().max() == 0
         assert torch.equal(model.forward_pair(prev, cur, translation(3.0, 5.0))["out"],
                            expected)
 
 
-def test_reuse_similarity_gives_the_warped_previous_logits():
-    model = tiny_model(sim_op="reuse")
+@FUSIONS
+def test_reuse_similarity_gives_the_warped_previous_logits(fusion):
+    model = tiny_model(**{**fusion, "sim_op": "reuse"})
     cur = tiny_image(1, seed=2)
     prev_logits, prev_feat = _state(model)
-    dx, dy = 5, 3  # the scene moves right by 5 and down by 3 pixels
+    dx, dy = 8, 4  # the scene moves right by 8 and down by 4 pixels
     with torch.no_grad():
         out, _, s = model.step(cur, prev_logits, prev_feat, translation(dx, dy), torch.ones(1))
     assert (s == 1).all()
+    assert out.shape == prev_logits.shape  # the state keeps its resolution
     # Independent of the warp code: an integer shift is a slice, uncovered pixels are 0
-    # (tolerance: kornia normalises coordinates in float32).
+    # (tolerance: kornia normalises coordinates in float32). At stride 4 the shift is (2, 1).
+    dx, dy = dx // model.fusion_stride, dy // model.fusion_stride
     torch.testing.assert_close(out[..., dy:, dx:], prev_logits[..., :-dy, :-dx],
                                atol=2e-4, rtol=0)
     assert out[..., :dy, :].abs().max() < 1e-3 and out[..., :, :dx].abs().max() < 1e-3
 
 
-def test_use_prev_zero_is_the_first_frame_per_sample():
-    model = tiny_model()  # learned "conv" similarity, s strictly inside (0, 1)
+@FUSIONS
+def test_use_prev_zero_is_the_first_frame_per_sample(fusion):
+    model = tiny_model(**fusion)  # a learned similarity: s strictly inside (0, 1)
     cur = tiny_image(2, seed=2)
     prev_logits, prev_feat = _state(model, batch=2)
     with torch.no_grad():
-        expected = model.image_model(cur)
+        expected, expected_feat = model.image_step(cur)
         out, feat, s = model.step(cur, prev_logits, prev_feat, translation(2, 1, batch=2),
                                   torch.tensor([0.0, 1.0]))
         assert torch.equal(out[0], expected[0])
         assert s[0].abs().max() == 0 and (s[1] > 0).all()
         assert not torch.allclose(out[1], expected[1])
-        torch.testing.assert_close(feat, model.image_model.encoder(cur)[0])
+        torch.testing.assert_close(feat, expected_feat)
+        torch.testing.assert_close(feat, model.similarity.embed(model.image_model.encoder(cur)[0]))
 
 
-def test_step_matches_manual_fusion_and_forward_pair():
-    model = tiny_model()
+@FUSIONS
+def test_step_matches_manual_fusion_and_forward_pair(fusion):
+    model = tiny_model(**fusion)
     prev, cur = tiny_image(1, seed=1), tiny_image(1, seed=2)
     hom = torch.tensor([[[1.02, 0.01, 2.5], [-0.01, 0.99, -1.5], [1e-4, 0.0, 1.0]]])
+    r = model.fusion_stride
     with torch.no_grad():
         prev_logits, prev_feat = model.image_step(prev)
         out, feat, s = model.step(cur, prev_logits, prev_feat, hom, torch.ones(1))
         pair = model.forward_pair(prev, cur, hom)
-        torch.testing.assert_close(out, pair["out"])
-        torch.testing.assert_close(s, pair["sim"])
-        # The fusion rule itself, written out: out = s * warp(prev) + (1 - s) * y.
-        y = model.image_model(cur)
-        torch.testing.assert_close(out, s * warp_homography(prev_logits, hom, (64, 96))
+        torch.testing.assert_close(model.output_logits(out, (64, 96)), pair["out"])
+        if r == 1:
+            torch.testing.assert_close(s, pair["sim"])
+        # The fusion rule itself, written out: out = s * warp(prev) + (1 - s) * y, at the
+        # fusion resolution, with the homography expressed on that grid.
+        y, _ = model.image_step(cur)
+        h_r = scale_homography(hom, 1.0 / r)
+        torch.testing.assert_close(out, s * warp_homography(prev_logits, h_r, _fusion_size(model))
                                    + (1 - s) * y)
         assert s.min() > 0 and s.max() < 1
 
 
-def test_similarity_sees_features_warped_with_the_conjugated_homography():
-    model = tiny_model()
+@FUSIONS
+def test_similarity_sees_features_warped_with_the_conjugated_homography(fusion):
+    model = tiny_model(**fusion)
     cur = tiny_image(1, seed=2)
     prev_logits, _ = _state(model)
     seen = {}
@@ -122,15 +147,28 @@ def test_similarity_sees_features_warped_with_the_conjugated_homography():
         assert seen["prev"][..., :1, :].abs().max() < 1e-3
 
 
-def test_image_step_returns_full_resolution_logits_and_stage1_feature():
-    model = tiny_model()
+@FUSIONS
+def test_image_step_returns_fusion_resolution_logits_and_stage1_embedding(fusion):
+    model = tiny_model(**fusion)
     x = tiny_image(1)
     with torch.no_grad():
         logits, feat = model.image_step(x)
         feats = model.image_model.encoder(x)
-        torch.testing.assert_close(feat, feats[0])
-        torch.testing.assert_close(logits, F.interpolate(
-            model.image_model.decoder(feats), size=(64, 96), mode="bicubic",
-            align_corners=False))
+        torch.testing.assert_close(feat, model.similarity.embed(feats[0]))
+        full = F.interpolate(model.image_model.decoder(feats), size=(64, 96), mode="bicubic",
+                             align_corners=False)
+        assert logits.shape[-2:] == _fusion_size(model)
+        torch.testing.assert_close(model.output_logits(logits, (64, 96)), full)
         torch.testing.assert_close(model(x, logits, feat, torch.eye(3)[None], torch.zeros(1))[0],
                                    logits)
+
+
+def test_spec_blocks_keep_the_raw_feature_and_lite_keeps_a_small_embedding():
+    spec, lite = tiny_model(**SPEC_FUSION), tiny_model()
+    assert spec.fusion_stride == 1 and spec.feature_channels == 32  # d of MobileNetV4 stage 1
+    assert lite.fusion_stride == 4 and lite.feature_channels == 4
+    x = tiny_image(1)
+    with torch.no_grad():
+        assert torch.equal(spec.similarity.embed(x), x)
+        logits, feat = lite.image_step(x)
+    assert logits.shape == (1, 8, 16, 24) and feat.shape == (1, 4, 16, 24)

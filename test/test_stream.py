@@ -93,7 +93,7 @@ def test_labels_match_the_image_model_on_the_first_frame(model, segmenter, frame
         torch.from_numpy(frames[0][0]).permute(2, 0, 1)[None].float(), size=NET,
         mode="area")[0].permute(1, 2, 0).round().to(torch.uint8)))
     with torch.inference_mode():
-        logits, _ = model.image_step(x)
+        logits = model.output_logits(model.image_step(x)[0], NET)
     # Preprocessing resizes with OpenCV INTER_AREA; torch "area" differs only by rounding.
     assert torch.allclose(torch.from_numpy(res.logits), logits[0], atol=0.5)
 
@@ -233,6 +233,30 @@ def test_state_is_replaced_not_accumulated(segmenter, frames):
     assert len(ids) == len(frames) - 1
 
 
+@pytest.mark.parametrize("fusion,state_size", [
+    ({}, (16, 24)),  # lite: fused logits kept at stride 4
+    ({"upsample_before_mixing": True, "sim_op": "conv"}, NET),  # spec: at the network size
+])
+def test_state_resolution_follows_the_model_and_outputs_do_not(frames, fusion, state_size):
+    torch.manual_seed(0)
+    seg = Segmenter(create_model(preset("lite", input_size=NET, **fusion)), UAVID)
+    stream = _stream(seg, compute_similarity=True, return_logits=True)
+    for frame, _ in frames[:3]:
+        res = stream.process(frame)
+    assert res.used_state
+    assert tuple(stream.state.prev_logits.shape[-2:]) == state_size
+    assert res.labels.shape == res.similarity.shape == FRAME
+    assert res.logits.shape == (UAVID.num_classes,) + NET
+
+
+def test_network_logits_is_the_models_upsampling(model, segmenter):
+    z = torch.randn(1, UAVID.num_classes, 16, 24)
+    up = segmenter.network_logits(z, NET)
+    torch.testing.assert_close(up, model.output_logits(z, NET), atol=1e-5, rtol=0)
+    full = torch.randn(1, UAVID.num_classes, *NET)
+    assert segmenter.network_logits(full, NET) is full
+
+
 @pytest.mark.parametrize("kwargs,needle", [
     ({"input_size": (65, 96)}, "input_size"),
     ({"resize_mode": "crop"}, "resize_mode"),
@@ -258,11 +282,12 @@ def test_torch_backend(model):
     assert backend.num_classes == UAVID.num_classes and backend.device.type == "cpu"
     x = torch.randn(1, 3, *NET)
     logits, feat = backend.image_step(x)
-    assert logits.shape == (1, UAVID.num_classes) + NET
+    fused = tuple(n // model.fusion_stride for n in NET)  # lite fuses at stride 4
+    assert logits.shape == (1, UAVID.num_classes) + fused
     out, feat2, sim = backend.ssp_step(x, logits, feat, torch.eye(3)[None], torch.zeros(1))
     # use_prev = 0 gives the plain image output.
     torch.testing.assert_close(out, logits)
-    assert sim.shape == (1, 1) + NET
+    assert sim.shape == (1, 1) + fused
     with pytest.raises(ValueError, match="multiples of 32"):
         backend.image_step(torch.randn(1, 3, 60, 96))
     with pytest.raises(ValueError, match="homography"):
@@ -273,7 +298,8 @@ def test_torch_backend_bfloat16_on_cpu(model):
     backend = TorchBackend(model, dtype="bfloat16")
     x = torch.randn(1, 3, *NET)
     logits, feat = backend.image_step(x)
-    assert logits.shape == (1, UAVID.num_classes) + NET and torch.isfinite(logits).all()
+    fused = tuple(n // model.fusion_stride for n in NET)
+    assert logits.shape == (1, UAVID.num_classes) + fused and torch.isfinite(logits).all()
     assert logits.dtype == feat.dtype == torch.float32  # state stays float32
     out, _, sim = backend.ssp_step(x, logits, feat, torch.eye(3)[None], torch.ones(1))
     with torch.inference_mode():

@@ -2,9 +2,14 @@
 
 Two graphs per model (docs/ARCHITECTURE.md, key contracts; docs/DEPLOYMENT.md):
 
-* ``image``: ``image (1, 3, H, W)`` -> ``logits (1, C, H, W)``, ``feat (1, d, H/4, W/4)``.
-* ``ssp``: ``image``, ``prev_logits (1, C, H, W)``, ``prev_feat (1, d, H/4, W/4)``,
-  ``homography (1, 3, 3)``, ``use_prev (1,)`` -> ``logits``, ``feat``, ``sim (1, 1, H, W)``.
+* ``image``: ``image (1, 3, H, W)`` -> ``logits (1, C, h, w)``, ``feat (1, k, H/4, W/4)``.
+* ``ssp``: ``image``, ``prev_logits (1, C, h, w)``, ``prev_feat (1, k, H/4, W/4)``,
+  ``homography (1, 3, 3)``, ``use_prev (1,)`` -> ``logits``, ``feat``, ``sim (1, 1, h, w)``.
+
+(h, w) is the fusion resolution: (H, W) for the spec's models, (H/4, W/4) for models that fuse
+at stride 4 (``upsample_before_mixing=False``, the lite preset), whose caller upsamples the
+output (``Segmenter`` does, with the same :class:`SeparableResize`). k is the similarity
+block's embedding width (the stage-1 channel count d for the spec's blocks).
 
 All float32; ``image`` is normalised RGB (RGB/255, minus mean, over std: the values are in the
 metadata). The state goes in and comes out, so the graphs are stateless; registration (the
@@ -39,9 +44,9 @@ import warnings
 import numpy as np
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 from .engine_cache import CacheKey, EngineCache, file_sha256, write_atomic
+from ..models.image_model import SeparableResize
 
 GRAPHS = ("image", "ssp")
 INPUT_NAMES = {"image": ("image",),
@@ -76,41 +81,11 @@ class OnnxExportConfig:
                              f"(GridSample needs >= {MIN_OPSET}), got {self.opset!r}")
 
 
-def interpolation_matrix(n_in: int, n_out: int, mode: str) -> torch.Tensor:
-    """Return the (n_in, n_out) matrix of 1-D ``F.interpolate`` (align_corners=False) resizing.
-
-    Obtained by resizing the identity basis with PyTorch itself, so it is the exact operator
-    PyTorch applies (kernel, border clamping), not a re-derivation of it.
-    """
-    eye = torch.eye(n_in, dtype=torch.float64).view(n_in, 1, 1, n_in)
-    return F.interpolate(eye, size=(1, n_out), mode=mode, align_corners=False).view(n_in, n_out)
-
-
-class SeparableResize(nn.Module):
-    """Resize (B, C, h, w) to (B, C, H, W) as ``rows @ x @ cols``, exactly like F.interpolate.
-
-    Why: bicubic and bilinear interpolation are separable linear maps, and onnxruntime's CPU
-    ``Resize`` (cubic) took 2/3 of the lite image graph's time at 384x640 (measured, see
-    docs/DEPLOYMENT.md); two small MatMuls do the same in a fraction and agree with PyTorch to
-    ~1e-6. Needs fixed sizes, so dynamic-H/W exports keep the model's own ``F.interpolate``.
-    """
-
-    def __init__(self, in_size: tuple[int, int], out_size: tuple[int, int], mode: str) -> None:
-        super().__init__()
-        rows = interpolation_matrix(in_size[0], out_size[0], mode).t()  # (H, h)
-        cols = interpolation_matrix(in_size[1], out_size[1], mode)  # (w, W)
-        self.register_buffer("rows", rows.float().contiguous(), persistent=False)
-        self.register_buffer("cols", cols.float().contiguous(), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return the resized map: (H, h) @ (B, C, h, w) @ (w, W) -> (B, C, H, W)."""
-        return self.rows @ (x @ self.cols)
-
-
 class ImageStepGraph(nn.Module):
-    """Trace ``SSPModel.image_step``: encoder -> decoder -> logits at the input size.
+    """Trace ``SSPModel.image_step``: encoder -> decoder -> logits at the fusion resolution.
 
-    With ``input_size`` the final upsampling is a :class:`SeparableResize`; the encoder and
+    With ``input_size`` (and fusion at the input resolution, ``upsample_before_mixing``) the
+    final upsampling is a :class:`SeparableResize`; the encoder and
     decoder are the model's own modules (the interfaces of SSP_SPEC §1.1), so the graph computes
     what ``image_step`` does, and the export parity check holds it to that.
     """
@@ -119,7 +94,7 @@ class ImageStepGraph(nn.Module):
         super().__init__()
         self.model = model
         self.resize = None
-        if input_size is not None:
+        if input_size is not None and model.cfg.upsample_before_mixing:
             with torch.inference_mode():
                 probe = model.image_model.decoder(
                     model.image_model.encoder(torch.zeros(1, 3, *input_size)))
@@ -127,11 +102,12 @@ class ImageStepGraph(nn.Module):
                                           model.cfg.upsample_mode)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (logits (B, C, H, W), feat (B, d, H/4, W/4)) for a normalised image."""
+        """Return (logits (B, C, H/r, W/r), feat (B, k, H/4, W/4)) for a normalised image."""
         if self.resize is None:
             return self.model.image_step(image)
         feats = self.model.image_model.encoder(image)
-        return self.resize(self.model.image_model.decoder(feats)), feats[0]
+        return (self.resize(self.model.image_model.decoder(feats)),
+                self.model.similarity.embed(feats[0]))
 
 
 class SSPStepGraph(nn.Module):
@@ -213,7 +189,8 @@ def export_onnx(model: nn.Module, graph: str, config: OnnxExportConfig,
         torch.onnx.export(wrapper, tuple(inputs[n] for n in names_in), buf, dynamo=False,
                           opset_version=config.opset, input_names=list(names_in),
                           output_names=list(names_out), do_constant_folding=True,
-                          dynamic_axes=_dynamic_axes(graph) if config.dynamic_hw else None)
+                          dynamic_axes=(_dynamic_axes(graph, net.fusion_stride)
+                                        if config.dynamic_hw else None))
     proto = onnx.load_from_string(buf.getvalue())
     with torch.inference_mode():
         outputs = wrapper(*(inputs[n] for n in names_in))
@@ -222,7 +199,9 @@ def export_onnx(model: nn.Module, graph: str, config: OnnxExportConfig,
         "graph": graph,
         "input_size": f"{config.input_size[0]}x{config.input_size[1]}",
         "dynamic_hw": str(bool(config.dynamic_hw)).lower(),
-        "logit_resize": "F.interpolate" if config.dynamic_hw else "separable_matmul",
+        "logit_resize": ("none (fusion at stride 4; the caller upsamples)"
+                         if net.fusion_stride != 1 else
+                         "F.interpolate" if config.dynamic_hw else "separable_matmul"),
         "opset": str(config.opset),
         "exporter": f"torch {torch.__version__} torchscript",
         "inputs": json.dumps({n: list(inputs[n].shape) for n in names_in}),
@@ -323,12 +302,13 @@ def _wrap(net: nn.Module, graph: str, input_size: tuple[int, int] | None = None)
     return cls(net, input_size).eval()
 
 
-def _dynamic_axes(graph: str) -> dict[str, dict[int, str]]:
+def _dynamic_axes(graph: str, fusion_stride: int = 1) -> dict[str, dict[int, str]]:
     full = {2: "height", 3: "width"}
     quarter = {2: "height_4", 3: "width_4"}
-    axes = {"image": full, "logits": full, "feat": quarter}
+    fused = full if fusion_stride == 1 else quarter
+    axes = {"image": full, "logits": fused, "feat": quarter}
     if graph == "ssp":
-        axes.update(prev_logits=full, prev_feat=quarter, sim=full)
+        axes.update(prev_logits=fused, prev_feat=quarter, sim=fused)
     return axes
 
 

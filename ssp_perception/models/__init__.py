@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .backbones import Backbone
-from .image_model import ImageModel, upsample_logits
+from .image_model import ImageModel, interpolation_matrix, SeparableResize, upsample_logits
 from .similarity import create_similarity
 from .ssp import SSPModel
 from .upernet import UperNetHead
@@ -26,5 +26,6 @@ def create_model(cfg: ModelConfig, sam2_checkpoint: str | None = None) -> SSPMod
     return SSPModel(cfg, image_model, similarity)
 
 
-__all__ = ["Backbone", "ImageModel", "SSPModel", "UperNetHead", "create_image_model",
-           "create_model", "create_similarity", "upsample_logits"]
+__all__ = ["Backbone", "ImageModel", "SSPModel", "SeparableResize", "UperNetHead",
+           "create_image_model", "create_model", "create_similarity", "interpolation_matrix",
+           "upsample_logits"]

@@ -138,7 +138,8 @@ def export_logits(teacher: str | Path, data_root: str | Path, out: str | Path,
                 if path.is_file():
                     continue
                 x = to_tensor_image(load_frame(frame, input_size))[None].to(dev)
-                logits = model.image_step(x)[0][0].float().cpu().numpy()  # (C, H, W)
+                logits = model.output_logits(model.image_step(x)[0], x.shape[-2:])
+                logits = logits[0].float().cpu().numpy()  # (C, H, W)
                 save_logits(path, resize_logits(logits, size))
                 bar.update()
             manifest["clips"][clip]["done"] = True

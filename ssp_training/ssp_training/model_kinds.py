@@ -93,7 +93,7 @@ def _image_forward(image_model: nn.Module, batch: dict) -> dict:
 @torch.no_grad()
 def _image_predict(model: SSPModel, frames: Frames) -> Iterator[torch.Tensor]:
     for image, _ in frames:
-        yield model.image_step(image)[0]
+        yield model.output_logits(model.image_step(image)[0], image.shape[-2:])
 
 
 def _ssp_forward(model: SSPModel, batch: dict) -> dict:
@@ -111,7 +111,7 @@ def _ssp_predict(model: SSPModel, frames: Frames) -> Iterator[torch.Tensor]:
             logits, feat, _ = model.step(image, prev_logits, prev_feat, homography,
                                          torch.ones(image.shape[0], device=image.device))
         prev_logits, prev_feat = logits, feat
-        yield logits
+        yield model.output_logits(logits, image.shape[-2:])
 
 
 MODEL_KINDS: dict[str, ModelKind] = {

@@ -82,10 +82,10 @@ def test_ping_pong_inverts_homographies_on_the_way_back():
     assert shifts == pytest.approx([1.0, 2.0, -2.0, -1.0, 1.0])
 
 
-def tiny_model():
+def tiny_model(**overrides):
     torch.manual_seed(0)
     return create_model(preset("lite", num_classes=4, input_size=(64, 96),
-                               head_channels=16)).eval()
+                               head_channels=16, **overrides)).eval()
 
 
 def blank_frames(n: int):
@@ -109,12 +109,16 @@ def test_ssp_resets_when_registration_fails_and_fuses_unaligned_when_told():
     assert identity.step(frames[0]).similarity is None  # a new clip starts without state
 
 
-def test_ssp_gflops_exceed_the_image_model_by_the_similarity_block():
-    model = tiny_model()
+@pytest.mark.parametrize("fusion", [{"upsample_before_mixing": True, "sim_op": "conv"}, {}],
+                         ids=["spec", "lite"])
+def test_ssp_gflops_exceed_the_image_model_by_the_similarity_block(fusion):
+    model = tiny_model(**fusion)
     frames = [Frame(image=torch.randn(1, 3, 64, 96), rgb=np.zeros((64, 96, 3), np.uint8),
                     homography=translation(1.0)) for _ in range(3)]
     image = measure_gflops(ImagePredictor(model.image_model), frames, skip=1, count=2)
     ssp = measure_gflops(SSPPredictor(model, "dataset"), frames, skip=1, count=2)
-    sim = count_flops(lambda: model.similarity(torch.randn(1, 32, 16, 24),
-                                               torch.randn(1, 32, 16, 24))) / 1e9
+    feat = torch.randn(1, 32, 16, 24)  # MobileNetV4 stage 1
+    emb = model.similarity.embed(feat)  # the feature itself for "conv"
+    sim = count_flops(lambda: model.similarity.embed(feat)) / 1e9
+    sim += count_flops(lambda: model.similarity(emb, emb)) / 1e9
     assert ssp == pytest.approx(image + sim, rel=1e-3)

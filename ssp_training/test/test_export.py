@@ -80,8 +80,9 @@ def test_metadata_describes_the_artifact(artifact, exported):
         assert list(json.loads(onnx_meta["inputs"])) == list(INPUT_NAMES[graph])
         assert list(json.loads(onnx_meta["outputs"])) == list(OUTPUT_NAMES[graph])
     shapes = json.loads(read_metadata(out_dir / "ssp.onnx")["inputs"])
-    assert shapes == {"image": [1, 3, 64, 96], "prev_logits": [1, 8, 64, 96],
-                      "prev_feat": [1, 32, 16, 24], "homography": [1, 3, 3], "use_prev": [1]}
+    # lite fuses at stride 4 and keeps a 4-channel embedding of the stage-1 feature.
+    assert shapes == {"image": [1, 3, 64, 96], "prev_logits": [1, 8, 16, 24],
+                      "prev_feat": [1, 4, 16, 24], "homography": [1, 3, 3], "use_prev": [1]}
 
 
 def test_export_folder_serves_the_onnxruntime_backend(exported):
@@ -137,7 +138,7 @@ def test_calibration_frames_carry_the_stream_state(artifact, tmp_path):
     assert [float(b["use_prev"][0]) for b in batches] == [0, 1, 1, 0, 1]
     for b in batches:
         assert set(b) == set(INPUT_NAMES["ssp"])
-        assert b["image"].shape == (1, 3, *NET) and b["prev_feat"].shape == (1, 32, 16, 24)
+        assert b["image"].shape == (1, 3, *NET) and b["prev_feat"].shape == (1, 4, 16, 24)
     assert not batches[0]["prev_logits"].any() and batches[1]["prev_logits"].any()
     # The stored homography (dataset resolution) is moved to the network resolution.
     stored = np.load(root / "data" / "a" / "registration" / "000001.npy")

@@ -149,7 +149,11 @@ class SSPPredictor:
             logits, feat, sim = self.model.step(frame.image, self.prev_logits, self.prev_feat,
                                                 h, ones)
         self.prev_logits, self.prev_feat = logits, feat
-        return Prediction(logits, sim)
+        size = frame.image.shape[-2:]
+        if sim is not None and sim.shape[-2:] != size:  # fused at stride 4
+            sim = torch.nn.functional.interpolate(sim, size=size, mode="bilinear",
+                                                  align_corners=False)
+        return Prediction(self.model.output_logits(logits, size), sim)
 
 
 class BaselinePredictor:
