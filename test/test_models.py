@@ -147,7 +147,7 @@ def test_presets_are_valid_and_round_trip_through_json():
         assert again == cfg
     assert PRESETS["hiera_s"].sim_op == "conv" and PRESETS["hiera_s"].sim_channels == 0
     # The spec's presets fuse at full resolution; lite at stride 4 with the "embed" block.
-    assert PRESETS["hiera_s"].upsample_before_mixing and PRESETS["hiera_bplus"].upsample_before_mixing
+    assert all(PRESETS[name].upsample_before_mixing for name in ("hiera_s", "hiera_bplus"))
     assert not PRESETS["lite"].upsample_before_mixing and PRESETS["lite"].sim_op == "embed"
     assert preset("hiera_s").head_channels == 256 and preset("hiera_bplus").head_channels == 512
 
