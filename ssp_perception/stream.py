@@ -80,6 +80,10 @@ class StreamConfig:
     """Reset when a stamp is earlier than the previous one (bag loop, clock jump)."""
     reset_on_frame_id_change: bool = True
     """Reset when the frame id (e.g. the ROS header frame_id, i.e. the camera) changes."""
+    propagate: bool = True
+    """Fuse with the warped previous output (SSP). False runs the image model alone on every
+    frame while registration, the online TC estimate and flip rate still run: the baseline for
+    comparisons (``ssp_replay --compare``)."""
     on_registration_failure: str = "reset"
     """"reset" (drop state, see module docstring) or "identity" (fuse unaligned, reference)."""
     compute_confidence: bool = True
@@ -105,6 +109,8 @@ class StreamConfig:
                 fail(f"input_size must be None or (H, W) with positive multiples of "
                      f"{SIZE_MULTIPLE}, got {size!r}")
             object.__setattr__(self, "input_size", (int(size[0]), int(size[1])))
+        if not isinstance(self.propagate, bool):
+            fail(f"propagate must be true or false, got {self.propagate!r}")
         if self.resize_mode not in RESIZE_MODES:
             fail(f"resize_mode {self.resize_mode!r} is not one of {', '.join(RESIZE_MODES)}")
         if self.label_upsampling not in LABEL_UPSAMPLING:
@@ -350,7 +356,9 @@ class Stream:
             st.pending_reset = ""
 
         t = time.perf_counter()
-        logits, feat, sim = self._step(x, homography, size, net_size)
+        # With propagation off the homography still feeds the online TC estimate below.
+        step_homography = homography if cfg.propagate else None
+        logits, feat, sim = self._step(x, step_homography, size, net_size)
         timings["model"] = _ms_since(t)
 
         t = time.perf_counter()
@@ -374,7 +382,7 @@ class Stream:
         return FrameResult(
             labels=labels, confidence=confidence, similarity=similarity, logits=out_logits,
             homography=homography, registration=registration,
-            used_state=homography is not None, reset_reason=reason, reset_detail=detail,
+            used_state=step_homography is not None, reset_reason=reason, reset_detail=detail,
             frame_index=index, frames_since_reset=since, flip_rate=flips, tc_estimate=tc,
             mean_confidence=float(confidence.mean()) if confidence is not None else math.nan,
             network_size=net_size, timings_ms=timings)

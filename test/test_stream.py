@@ -73,6 +73,22 @@ def test_first_frame_then_propagation(segmenter, frames):
                                        "consistency", "total"}
 
 
+def test_propagate_off_is_the_image_model_with_registration_and_tc(segmenter, frames):
+    ssp = _stream(segmenter, return_logits=True)
+    image_only = _stream(segmenter, return_logits=True, propagate=False)
+    fresh = _stream(segmenter, return_logits=True)
+    for k, (frame, _) in enumerate(frames):
+        fused, plain = ssp.process(frame, stamp=0.05 * k), image_only.process(frame, stamp=0.05 * k)
+        fresh.reset()  # a stream reset before every frame runs the image model alone
+        alone = fresh.process(frame, stamp=0.05 * k)
+        np.testing.assert_array_equal(plain.logits, alone.logits)
+        assert not plain.used_state and plain.reset_reason == ("first_frame" if k == 0 else "")
+        if k > 0:  # registration and the online TC estimate still run
+            assert plain.registration.success and plain.homography is not None
+            assert 0.0 <= plain.tc_estimate <= 1.0
+            assert fused.used_state and not np.array_equal(fused.logits, plain.logits)
+
+
 def test_outputs_are_sane(segmenter, frames):
     stream = _stream(segmenter, compute_similarity=True)
     for frame, _ in frames[:2]:
@@ -264,6 +280,7 @@ def test_network_logits_is_the_models_upsampling(model, segmenter):
     ({"max_gap_s": -1.0}, "max_gap_s"),
     ({"consistency_scale": 2.0}, "consistency_scale"),
     ({"label_upsampling": "cubic"}, "label_upsampling"),
+    ({"propagate": "no"}, "propagate must be true or false"),
 ])
 def test_stream_config_validation(kwargs, needle):
     with pytest.raises(ValueError, match=needle):
