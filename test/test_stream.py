@@ -78,7 +78,8 @@ def test_propagate_off_is_the_image_model_with_registration_and_tc(segmenter, fr
     image_only = _stream(segmenter, return_logits=True, propagate=False)
     fresh = _stream(segmenter, return_logits=True)
     for k, (frame, _) in enumerate(frames):
-        fused, plain = ssp.process(frame, stamp=0.05 * k), image_only.process(frame, stamp=0.05 * k)
+        fused = ssp.process(frame, stamp=0.05 * k)
+        plain = image_only.process(frame, stamp=0.05 * k)
         fresh.reset()  # a stream reset before every frame runs the image model alone
         alone = fresh.process(frame, stamp=0.05 * k)
         np.testing.assert_array_equal(plain.logits, alone.logits)
