@@ -231,7 +231,7 @@ def test_sigint_leaves_no_partial_output(artifact, tmp_path):
         deadline = time.monotonic() + 120.0
         while time.monotonic() < deadline and proc.poll() is None:
             partial = list(tmp_path.glob(".out.partial-*/bag/*.db3"))
-            if partial and partial[0].stat().st_size > 20_000:
+            if partial:  # the replay has opened its output bag: the node is running
                 break
             time.sleep(0.1)
         assert proc.poll() is None, proc.communicate()[0]
