@@ -225,7 +225,10 @@ def test_sigint_leaves_no_partial_output(artifact, tmp_path):
     cmd = [sys.executable, "-m", "ssp_perception.replay", str(bag), "--out", str(out),
            "--no-compare", "--no-progress", "--domain-id", str(DOMAIN),
            "-p", f"model_path:={artifact}", "-p", "num_threads:=1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # A test run started in the background (`make test &`) inherits SIGINT as ignored, and
+    # Python then installs no KeyboardInterrupt handler: give the replay the default back.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         # Interrupt once the replay is writing its output bag (the node is running by then).
         deadline = time.monotonic() + 120.0
