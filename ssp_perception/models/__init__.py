@@ -5,7 +5,7 @@ from __future__ import annotations
 from .backbones import Backbone
 from .image_model import ImageModel, interpolation_matrix, SeparableResize, upsample_logits
 from .similarity import create_similarity
-from .ssp import SSPModel
+from .ssp import SSPModel, upsample_similarity
 from .upernet import UperNetHead
 from ..config import ModelConfig
 
@@ -28,4 +28,4 @@ def create_model(cfg: ModelConfig, sam2_checkpoint: str | None = None) -> SSPMod
 
 __all__ = ["Backbone", "ImageModel", "SSPModel", "SeparableResize", "UperNetHead",
            "create_image_model", "create_model", "create_similarity", "interpolation_matrix",
-           "upsample_logits"]
+           "upsample_logits", "upsample_similarity"]

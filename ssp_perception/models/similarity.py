@@ -59,7 +59,7 @@ class EmbedSimilarity(SimilarityBlock):
     bias) -> BN -> ReLU -> Conv1x1(k -> 1) -> sigmoid. Out of the previous view ê_{t-1} is 0, as
     in the spec's block. With d = 32 and k = 4 (lite) it has 437 parameters. Why: on the lite
     network the spec's layout (3x3 conv over the 2d = 64-channel concat, 32-channel feature
-    warp) cost ~7 % of the image step on one CPU thread; this block and its 4-channel warp cost
+    warp) cost ~6 % of the image step on one CPU thread; this block and its 4-channel warp cost
     a fraction of a millisecond (docs/ARCHITECTURE.md, "lite").
     """
 

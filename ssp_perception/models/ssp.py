@@ -30,6 +30,17 @@ from ..config import ModelConfig
 from ..geometry import scale_homography, warp_homography
 
 
+def upsample_similarity(s: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Return s (B, 1, h, w) at ``size`` (H, W): bilinear, align_corners=False (spec §2.3).
+
+    Unchanged when it already has that size (fusion at the input resolution).
+    """
+    if tuple(s.shape[-2:]) == (int(size[0]), int(size[1])):
+        return s
+    return F.interpolate(s, size=(int(size[0]), int(size[1])), mode="bilinear",
+                         align_corners=False)
+
+
 class SSPModel(nn.Module):
     """Semantic Similarity Propagation around an :class:`ImageModel`."""
 
@@ -104,8 +115,7 @@ class SSPModel(nn.Module):
         if use_prev is not None:
             # Applied before upsampling (bilinear is linear): 16x fewer pixels, same result.
             s = s * use_prev.to(s.dtype).reshape(-1, 1, 1, 1)
-        if s.shape[-2:] != size:
-            s = F.interpolate(s, size=size, mode="bilinear", align_corners=False)  # (B, 1, h, w)
+        s = upsample_similarity(s, size)  # (B, 1, h, w)
         # out = s * ŷ_{t-1} + (1 - s) * y_t, as one fused lerp: y + s * (ŷ - y).
         return torch.lerp(logits, prev_warped, s), s
 
@@ -124,8 +134,7 @@ class SSPModel(nn.Module):
         logits, feat = self.image_step(image)
         out, s = self.fuse(logits, feat, prev_logits, prev_feat, homography)
         size = image.shape[-2:]
-        if s.shape[-2:] != size:
-            s = F.interpolate(s, size=size, mode="bilinear", align_corners=False)
+        s = upsample_similarity(s, size)
         return {"out": self.output_logits(out, size),
                 "prev_logits": self.output_logits(prev_logits, size),
                 "logits": self.output_logits(logits, size), "sim": s}

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-from ssp_perception.models import ImageModel, SSPModel
+from ssp_perception.models import ImageModel, SSPModel, upsample_similarity
 from ssp_perception.registration import create_registrator, RegistrationConfig
 import torch
 from torch import nn
@@ -150,9 +150,7 @@ class SSPPredictor:
                                                 h, ones)
         self.prev_logits, self.prev_feat = logits, feat
         size = frame.image.shape[-2:]
-        if sim is not None and sim.shape[-2:] != size:  # fused at stride 4
-            sim = torch.nn.functional.interpolate(sim, size=size, mode="bilinear",
-                                                  align_corners=False)
+        sim = None if sim is None else upsample_similarity(sim, size)  # fused at stride 4
         return Prediction(self.model.output_logits(logits, size), sim)
 
 
