@@ -1,0 +1,140 @@
+"""Atomic file and folder outputs: the one home for "never half-written, never clobbered".
+
+Every tool of both packages writes its outputs through these helpers:
+
+- :func:`atomic_write_bytes` / :func:`atomic_write_text` / :func:`atomic_write_json` write a
+  temporary sibling and ``os.replace`` it onto the final name, so a crash or Ctrl-C never
+  leaves a half-written file under that name. Files are created with mode 0644 (not
+  ``mkstemp``'s 0600), so outputs are readable by the other users of a shared machine.
+- :func:`staged_dir` builds a whole output folder next to its destination and renames it
+  into place only when the block succeeds; on any exception (KeyboardInterrupt included) the
+  staging folder is removed and the destination is untouched.
+- Folders a tool writes carry a marker file (:data:`OUTPUT_MARKER`) naming the tool.
+  :func:`check_output_target` refuses to replace anything else, even with ``--force``: a
+  regular file, a folder without the marker, or one written by another tool.
+
+The guarantee is against process crashes; files are not fsync'ed unless ``durable=True``
+(dataset writing would be several times slower).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+import contextlib
+import json
+import os
+from pathlib import Path
+import shutil
+import threading
+from typing import Any
+
+OUTPUT_MARKER = ".ssp_output"
+FILE_MODE = 0o644
+
+
+class OutputError(ValueError):
+    """An output path that a tool must not write to (says which path and why)."""
+
+
+def _temp_sibling(path: Path, kind: str = "tmp") -> Path:
+    # Unique per process and thread: writer threads may write siblings at the same time.
+    return path.with_name(f".{path.name}.{kind}-{os.getpid()}-{threading.get_ident()}")
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = False) -> Path:
+    """Write ``data`` to ``path`` through a temporary sibling and an atomic rename."""
+    path = Path(path)
+    tmp = _temp_sibling(path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)  # the umask may have narrowed it
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, durable: bool = False) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"), durable=durable)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, sort_keys: bool = True) -> Path:
+    """Write ``obj`` as indented JSON (trailing newline) atomically."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n")
+
+
+def _marker_tool(folder: Path) -> str | None:
+    marker = folder / OUTPUT_MARKER
+    if not marker.is_file():
+        return None
+    try:
+        return json.loads(marker.read_text()).get("tool")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_output_target(path: str | os.PathLike, tool: str, force: bool,
+                        flag: str = "--force") -> Path:
+    """Check that ``tool`` may write its output folder at ``path``; return it as a Path.
+
+    A missing path is fine. An existing empty folder is fine. An existing folder that ``tool``
+    itself wrote (it holds the marker naming ``tool``) may be replaced when ``force`` is set.
+    Everything else raises :class:`OutputError` with a one-line reason: a regular file or
+    other non-folder, a folder with foreign contents, or an output of another tool.
+    """
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return path
+    if path.is_symlink() or not path.is_dir():
+        raise OutputError(f"{path}: exists and is not a folder; {tool} writes a folder there "
+                          f"and never replaces other files (choose another path)")
+    if not any(path.iterdir()):
+        return path
+    owner = _marker_tool(path)
+    if owner != tool:
+        what = f"an output of {owner}" if owner else "a folder that was not written by " + tool
+        raise OutputError(f"{path}: is {what}; {tool} only replaces its own outputs, even "
+                          f"with {flag} (choose another path or remove it yourself)")
+    if not force:
+        raise OutputError(f"{path}: holds an earlier {tool} output; pass {flag} to replace it")
+    return path
+
+
+@contextlib.contextmanager
+def staged_dir(dest: str | os.PathLike, tool: str, force: bool = False,
+               flag: str = "--force") -> Iterator[Path]:
+    """Yield a staging folder that replaces ``dest`` only if the block finishes.
+
+    The destination is checked first (:func:`check_output_target`), the staging folder is a
+    hidden sibling of ``dest`` (same file system, so the final rename is atomic) and gets the
+    marker naming ``tool``. On an exception the staging folder is deleted and ``dest`` keeps
+    whatever it held before.
+    """
+    dest = check_output_target(dest, tool, force, flag)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    stage = _temp_sibling(dest, "staging")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir()
+    os.chmod(stage, 0o755)
+    try:
+        atomic_write_json(stage / OUTPUT_MARKER, {"tool": tool})
+        yield stage
+        if dest.exists():
+            old = _temp_sibling(dest, "old")
+            os.replace(dest, old)
+            try:
+                os.replace(stage, dest)
+            except BaseException:
+                os.replace(old, dest)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(stage, dest)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

@@ -1,0 +1,59 @@
+"""Tests of ssp_perception.files: atomic writes and guarded output folders."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ssp_perception import files
+
+
+def test_atomic_write_is_0644_and_leaves_no_temp(tmp_path: Path) -> None:
+    old = os.umask(0o077)
+    try:
+        out = files.atomic_write_json(tmp_path / "a.json", {"b": 1, "a": 2})
+    finally:
+        os.umask(old)
+    assert out.read_text() == '{\n  "a": 2,\n  "b": 1\n}\n'
+    assert (out.stat().st_mode & 0o777) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_staged_dir_replaces_only_on_success(tmp_path: Path) -> None:
+    dest = tmp_path / "out"
+    with files.staged_dir(dest, "ssp_x") as stage:
+        (stage / "result.txt").write_text("one")
+    assert (dest / "result.txt").read_text() == "one"
+    with pytest.raises(KeyboardInterrupt):
+        with files.staged_dir(dest, "ssp_x", force=True) as stage:
+            (stage / "result.txt").write_text("two")
+            raise KeyboardInterrupt
+    assert (dest / "result.txt").read_text() == "one"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    with files.staged_dir(dest, "ssp_x", force=True) as stage:
+        (stage / "result.txt").write_text("three")
+    assert (dest / "result.txt").read_text() == "three"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_check_output_target_refuses_foreign_paths(tmp_path: Path) -> None:
+    user_file = tmp_path / "notes.txt"
+    user_file.write_text("precious")
+    with pytest.raises(files.OutputError, match="not a folder"):
+        files.check_output_target(user_file, "ssp_x", force=True)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("precious")
+    with pytest.raises(files.OutputError, match="not written by ssp_x"):
+        files.check_output_target(foreign, "ssp_x", force=True)
+    with files.staged_dir(tmp_path / "mine", "ssp_y"):
+        pass
+    with pytest.raises(files.OutputError, match="an output of ssp_y"):
+        files.check_output_target(tmp_path / "mine", "ssp_x", force=True)
+    with pytest.raises(files.OutputError, match="pass --overwrite"):
+        files.check_output_target(tmp_path / "mine", "ssp_y", force=False, flag="--overwrite")
+    assert user_file.read_text() == "precious"
+    assert (foreign / "thesis.tex").read_text() == "precious"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert files.check_output_target(empty, "ssp_x", force=False) == empty
