@@ -138,3 +138,37 @@ def staged_dir(dest: str | os.PathLike, tool: str, force: bool = False,
             os.replace(stage, dest)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def load_tensor_file(path: str | os.PathLike, what: str) -> dict[str, Any]:
+    """Read a weights file without unpickling anything; raise one clear line on bad input.
+
+    ``.safetensors`` files are read with safetensors; anything else with
+    ``torch.load(weights_only=True)``. ``what`` names the file's role in messages ("RAFT
+    weights", "backbone_weights", ...). A missing, empty, truncated or pickled file, or one
+    that holds no dict of tensors, raises ``ValueError`` (or
+    ``FileNotFoundError``) naming the path. Nested checkpoints (``{"state_dict": ...}``,
+    ``{"model": ...}``) are returned as they are: callers pick the entry they need.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{what}: file not found: {p} (weights are never downloaded; "
+                                f"pass the path of a local file)")
+    if p.stat().st_size == 0:
+        raise ValueError(f"{what}: {p} is empty (0 bytes)")
+    import torch  # late: the dataset tools use this module without torch
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            state: Any = load_file(str(p), device="cpu")
+        else:
+            state = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - every reader error becomes one line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "weights_only" in str(err) or "Unsupported global" in str(err):
+            first = "it holds pickled Python objects, which are never loaded"
+        raise ValueError(f"{what}: cannot read {p}: {first[:200]} (expected a .safetensors "
+                         f"file or a torch state dict saved with torch.save)") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{what}: {p} holds a {type(state).__name__}, not a state dict")
+    return state

@@ -57,3 +57,24 @@ def test_check_output_target_refuses_foreign_paths(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     assert files.check_output_target(empty, "ssp_x", force=False) == empty
+
+
+def test_load_tensor_file_one_line_errors(tmp_path: Path) -> None:
+    import pickle
+
+    import torch
+    good = tmp_path / "w.pth"
+    torch.save({"a": torch.zeros(2)}, good)
+    assert list(files.load_tensor_file(good, "test weights")) == ["a"]
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty"):
+        files.load_tensor_file(tmp_path / "empty.pth", "test weights")
+    with pytest.raises(FileNotFoundError, match="test weights: file not found"):
+        files.load_tensor_file(tmp_path / "missing.pth", "test weights")
+    evil = tmp_path / "evil.pth"
+    torch.save({"a": files.OutputError("x")}, evil)
+    with pytest.raises(ValueError, match="pickled Python objects"):
+        files.load_tensor_file(evil, "test weights")
+    (tmp_path / "junk.safetensors").write_bytes(pickle.dumps([1, 2]))
+    with pytest.raises(ValueError, match="cannot read"):
+        files.load_tensor_file(tmp_path / "junk.safetensors", "test weights")
