@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from ssp_perception.artifact import ArtifactError, ArtifactMeta
 from ssp_perception.classes import ClassSet
+from ssp_perception.cli import ArgumentParser, run_main
 from ssp_perception.models import SSPModel
 from ssp_perception.registration import RegistrationConfig
 import torch
@@ -271,8 +272,8 @@ def evaluate(args: argparse.Namespace) -> list[ModelResult]:
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``ssp_eval`` argument parser."""
-    p = argparse.ArgumentParser(prog="ssp_eval", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(prog="ssp_eval", description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", nargs="+", required=True,
                    help="artifacts to evaluate (SSP or baseline .safetensors)")
     p.add_argument("--data", required=True, help="prepared dataset root (with dataset.json)")
@@ -314,15 +315,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run(args: argparse.Namespace) -> int:
+    evaluate(args)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``ssp_eval``; return the exit status (2 on bad input, with the reason)."""
     args = build_parser().parse_args(argv)
-    try:
-        evaluate(args)
-    except EvalError as err:
-        print(f"ssp_eval: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main(lambda: _run(args), "ssp_eval", usage_errors=(EvalError,),
+                    interrupted="no report written")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from ssp_perception.backends.onnx_graphs import (artifact_metadata, DEFAULT_OPSE
 from ssp_perception.backends.onnxruntime_backend import OnnxRuntimeBackend, OrtConfig
 from ssp_perception.backends.parity import compare_backends, normalise_frame, StepParity
 from ssp_perception.backends.torch_backend import TorchBackend
+from ssp_perception.cli import ArgumentParser, run_main
 from ssp_perception.geometry import rescale_homography
 from ssp_perception.registration import create_registrator, RegistrationConfig
 import torch
@@ -248,8 +249,8 @@ def _artifact_of(source: Path, metadata: dict[str, str]) -> Path:
 
 # ------------------------------------------------------------------------------------ CLI
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ssp_export", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="ssp_export", description=__doc__.split("\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     o = sub.add_parser("onnx", help="export image.onnx + ssp.onnx and check them on the CPU")
     o.add_argument("artifact", help="model artifact (.safetensors from ssp_train)")
@@ -297,27 +298,29 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="frames in the parity sequence (default 2: first frame, then state)")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the ``ssp_export`` command line; return the process exit code."""
-    args = _parser().parse_args(argv)
-    try:
-        if args.command == "onnx":
-            report = export_artifact(args.artifact, args.out_dir, args.size, args.opset,
-                                     args.dynamic_hw, not args.no_check, args.steps,
-                                     args.atol, args.min_agreement)
-        else:
-            report = build_tensorrt(args.source, args.precision, args.size, args.opset,
-                                    args.cache_dir, args.device, args.workspace_gib,
-                                    args.opt_level, args.calib_data, args.calib_frames,
-                                    args.calib_split, not args.build_only, args.steps)
-    except (ArtifactError, FileNotFoundError, ValueError, RuntimeError) as err:
-        print(f"ssp_export: error: {err}", file=sys.stderr)
-        return 2
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "onnx":
+        report = export_artifact(args.artifact, args.out_dir, args.size, args.opset,
+                                 args.dynamic_hw, not args.no_check, args.steps,
+                                 args.atol, args.min_agreement)
+    else:
+        report = build_tensorrt(args.source, args.precision, args.size, args.opset,
+                                args.cache_dir, args.device, args.workspace_gib,
+                                args.opt_level, args.calib_data, args.calib_frames,
+                                args.calib_split, not args.build_only, args.steps)
     print(json.dumps(report, indent=2))
     if report.get("passed") is False:
         print("ssp_export: parity check FAILED (see 'parity' above)", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``ssp_export`` command line; return the process exit code."""
+    args = _parser().parse_args(argv)
+    return run_main(lambda: _run(args), "ssp_export",
+                    usage_errors=(ArtifactError, FileNotFoundError, ValueError, RuntimeError),
+                    interrupted="no output folder written")
 
 
 __all__ = ["CalibrationFrames", "build_tensorrt", "export_artifact", "main"]

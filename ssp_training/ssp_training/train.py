@@ -28,6 +28,7 @@ from typing import Any
 
 from safetensors.torch import load_file
 from ssp_perception.classes import ClassSet
+from ssp_perception.cli import ArgumentParser, run_main
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -450,7 +451,7 @@ def fit(recipe_path: str, overrides: list[str], resume: bool) -> dict[str, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ssp_train", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="ssp_train", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     f = sub.add_parser("fit", help="train a model from a recipe")
     f.add_argument("--recipe", required=True, help="recipe YAML (ssp_training/configs/*.yaml)")
@@ -466,33 +467,32 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "fit":
+        summary = fit(args.recipe, args.overrides, args.resume)
+        if int(os.environ.get("RANK", "0")) != 0:
+            return 0
+        final = summary.get("final_val", {})
+        shown = {k: final[k] for k in ("miou", "tc") if k in final}
+        print(f"[ssp_train] done: {summary['epochs']} epochs, {summary['steps']} steps, "
+              f"val {shown}", flush=True)
+    elif args.command == "check":
+        recipe = load_recipe(args.recipe, args.overrides)
+        pre = preflight(recipe, world_size=int(os.environ.get("WORLD_SIZE", "1")))
+        print(f"[ssp_train] {recipe.name}: OK ({pre.describe()})")
+    else:
+        from .logits import export_from_args
+        export_from_args(args)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``ssp_train`` command line; return the process exit code."""
     args = _parser().parse_args(argv)
-    try:
-        if args.command == "fit":
-            summary = fit(args.recipe, args.overrides, args.resume)
-            if int(os.environ.get("RANK", "0")) != 0:
-                return 0
-            final = summary.get("final_val", {})
-            shown = {k: final[k] for k in ("miou", "tc") if k in final}
-            print(f"[ssp_train] done: {summary['epochs']} epochs, {summary['steps']} steps, "
-                  f"val {shown}", flush=True)
-        elif args.command == "check":
-            recipe = load_recipe(args.recipe, args.overrides)
-            pre = preflight(recipe, world_size=int(os.environ.get("WORLD_SIZE", "1")))
-            print(f"[ssp_train] {recipe.name}: OK ({pre.describe()})")
-        else:
-            from .logits import export_from_args
-            export_from_args(args)
-    except (ValueError, OSError, CheckpointError) as err:
-        # RecipeError and ArtifactError are ValueErrors: bad input, explained, no traceback.
-        print(f"ssp_train: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("ssp_train: interrupted; continue with --resume", file=sys.stderr)
-        return 130
-    return 0
+    # RecipeError and ArtifactError are ValueErrors: bad input, explained, no traceback.
+    return run_main(lambda: _run(args), "ssp_train",
+                    usage_errors=(ValueError, OSError, CheckpointError),
+                    interrupted="continue with --resume")
 
 
 __all__ = ["Trainer", "TrainState", "build_task", "fit", "init_weights", "main"]

@@ -151,7 +151,7 @@ def test_truncated_archive_names_the_file(downloads, tmp_path, capsys):
     with pytest.raises(ArchiveError, match="uavid_v1.5_official_release.zip"):
         prepare_uavid(broken, tmp_path / "out", progress=False)
     assert main(["prepare", "uavid", "--uavid", str(broken), "--out", str(tmp_path / "o2"),
-                 "--quiet"]) == 1
+                 "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and str(broken) in err and "truncated" in err
 

@@ -9,7 +9,9 @@ Sub-commands::
     ssp_data to-bag --root D (--clip C | --split val) --out B [--storage mcap --compressed]
 
 ``synth`` and ``info`` print one JSON object on stdout (speed, counts), the others a summary
-line; expected failures print one ``error:`` line on stderr and exit with status 1.
+line. Bad input (arguments, archives, dataset folders, output paths) prints one
+``ssp_data: error:`` line on stderr and exits with status 2; Ctrl-C/SIGTERM exit 130/143
+(:mod:`ssp_perception.cli`) and leave no partial output.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import os
 from pathlib import Path
 import sys
 import time
+
+from ssp_perception.cli import ArgumentParser, run_main
 
 from .archive import ArchiveError
 from .dataset import clip_frames, DatasetInfo, list_clips, sibling, SPLITS
@@ -176,7 +180,7 @@ def _run_info(a: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``ssp_data`` argument parser."""
-    parser = argparse.ArgumentParser(prog="ssp_data", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="ssp_data", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_synth(sub)
     _add_prepare(sub)
@@ -191,11 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     run = {"synth": _run_synth, "prepare": _run_prepare, "info": _run_info,
            "to-bag": _run_to_bag}[args.command]
-    try:
-        return run(args)
-    except (ArchiveError, PrepareError, FileExistsError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    return run_main(lambda: run(args), "ssp_data",
+                    usage_errors=(ArchiveError, PrepareError, FileExistsError,
+                                  FileNotFoundError, ValueError),
+                    interrupted="no partial output left (the output folder is as before)")
 
 
 if __name__ == "__main__":
