@@ -43,20 +43,17 @@ from .distributed import (barrier, broadcast_buffers, DistInfo, gather_fingerpri
 from .kd import KDImageTask, KDSSPTask
 from .model_kinds import get_model_kind, ModelKind
 from .preflight import preflight, PreflightResult
-from .recipes import dump_recipe, load_recipe, Recipe, RecipeError
+from .recipes import load_recipe, Recipe, RecipeError
+from .run_folder import prepare_run_dir
 from .runlog import plot_curves, RunLog
 from .schedule import build_scheduler, WarmupCosine
 from .tasks import BatchFlow, SupervisedTask
 from .train_data import BatchHomography, build_train_dataset
 from .validate import validate
 
-RECIPE_COPY = "recipe.yaml"
 FINAL_MODEL = "model.safetensors"
 SUMMARY = "summary.json"
 REPLICAS = "replicas.json"
-# What a resumed run may change: how it runs and validates, not what it trains.
-RESUME_MAY_CHANGE = ("run.threads", "run.device", "run.log_every", "run.plot",
-                     "data.workers", "val.", "description")
 
 
 @dataclass
@@ -403,36 +400,6 @@ class Trainer:
         return summary
 
 
-def _prepare_run_dir(recipe: Recipe, resume: bool, info: DistInfo) -> None:
-    run_dir = recipe.out_dir
-    saved = run_dir / RECIPE_COPY
-    has_ckpt = (run_dir / "checkpoints" / "latest.json").is_file()
-    if has_ckpt and not resume:
-        raise RecipeError(f"run folder {run_dir} already holds a checkpoint; pass --resume to "
-                          "continue it, or set run.out_dir to a new folder")
-    if resume and saved.is_file():
-        a, b = _flatten(load_recipe(saved).to_dict()), _flatten(recipe.to_dict())
-        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
-                      and not k.startswith(RESUME_MAY_CHANGE))
-        if diff:
-            raise RecipeError(f"--resume with a recipe that differs from {saved} in {diff}; "
-                              "resume with the same recipe and overrides")
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        dump_recipe(recipe, saved)
-    barrier(info)
-
-
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def fit(recipe_path: str, overrides: list[str], resume: bool) -> dict[str, Any]:
     """Train the recipe at ``recipe_path`` (with ``overrides``); return the run summary."""
     recipe = load_recipe(recipe_path, overrides)
@@ -441,7 +408,7 @@ def fit(recipe_path: str, overrides: list[str], resume: bool) -> dict[str, Any]:
         if recipe.run.threads:
             torch.set_num_threads(recipe.run.threads)
         pre = preflight(recipe, world_size=info.world_size)
-        _prepare_run_dir(recipe, resume, info)
+        prepare_run_dir(recipe, resume, info)
         trainer = Trainer(recipe, info, pre, resume)
         if trainer.state.epoch >= recipe.optim.last_epoch:
             return trainer.finish()
