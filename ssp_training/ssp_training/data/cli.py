@@ -29,7 +29,8 @@ from ssp_perception.cli import ArgumentParser, run_main
 
 from .archive import ArchiveError
 from .dataset import clip_frames, DatasetInfo, list_clips, sibling, SPLITS
-from .prepare import DEFAULT_SIZE, prepare_ruralscapes, prepare_uavid, PrepareError
+from .prepare import (DEFAULT_SIZE, MAX_SIDE, prepare_ruralscapes, prepare_uavid,
+                      PrepareError)
 from .synth import generate_dataset, SynthConfig
 from .to_bag import STORAGES, topics, write_bag
 
@@ -41,6 +42,9 @@ def _size(text: str) -> tuple[int, int]:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"size must be HxW, e.g. 384x640, got {text!r}")
+    if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
+        raise argparse.ArgumentTypeError(f"size must be HxW with sides 1..{MAX_SIDE}, got "
+                                         f"{text!r}")
     return h, w
 
 
@@ -195,10 +199,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     run = {"synth": _run_synth, "prepare": _run_prepare, "info": _run_info,
            "to-bag": _run_to_bag}[args.command]
+    if args.command == "prepare":
+        note = (f"finished sequences kept in {args.out}, nothing half-written; rerun the same "
+                "command to resume")
+    elif args.command == "info":
+        note = "nothing written"
+    else:
+        note = f"no output written ({args.out} is as before)"
     return run_main(lambda: run(args), "ssp_data",
                     usage_errors=(ArchiveError, PrepareError, FileExistsError,
                                   FileNotFoundError, ValueError),
-                    interrupted="no partial output left (the output folder is as before)")
+                    interrupted=note)
 
 
 if __name__ == "__main__":

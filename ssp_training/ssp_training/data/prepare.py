@@ -44,6 +44,9 @@ from .sources import (plan_ruralscapes, plan_uavid, PrepareError, Rules, ruralsc
 LOG = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 DEFAULT_SIZE = (1440, 2560)
+# Largest stored frame side: the sources are 4K videos (3840 wide); 8192 leaves room for any
+# upscaling worth doing and refuses sizes whose frames would not fit in memory.
+MAX_SIDE = 8192
 
 
 # ---------------------------------------------------------------------------- execution
@@ -389,20 +392,47 @@ class PrepareReport:
     changed: bool
 
 
+def check_size(size: tuple[int, int]) -> tuple[int, int]:
+    """Return ``size`` as (H, W) ints if each side is in 1..MAX_SIDE, else raise PrepareError."""
+    if len(size) != 2 or not all(isinstance(v, int) and 1 <= v <= MAX_SIDE for v in size):
+        raise PrepareError(f"--size must be HxW with sides 1..{MAX_SIDE}, got "
+                           f"{'x'.join(map(str, size))}")
+    return int(size[0]), int(size[1])
+
+
+def _remove_failed(out: Path, created: bool, keep_cache: bool) -> None:
+    """After a failed or interrupted run: drop half-written clips and, unless kept, the cache.
+
+    Finished sequences stay (a rerun resumes after them); a folder this run created and
+    finished nothing in is removed entirely.
+    """
+    for partial in (out / "data").glob(".*.partial"):
+        shutil.rmtree(partial, ignore_errors=True)
+    if not keep_cache:
+        shutil.rmtree(out / ".cache", ignore_errors=True)
+    if created and not any((out / ".state").glob("*.json")):
+        shutil.rmtree(out, ignore_errors=True)
+
+
 def _prepare(out: str | Path, rules: Rules, plans_fn: Callable[[], list[SequencePlan]],
              params: PrepareParams, source: Source, extra: Source | None, fps: float,
              progress: bool, keep_cache: bool) -> PrepareReport:
     out = Path(out)
+    created = not out.exists()
     plans = plans_fn()
     prep = _Preparer(out, rules, params, source, extra, progress)
     splits: dict[str, list[str]] = {"train": [], "val": []}
     done = skipped = 0
-    for plan in plans:
-        already = prep.done(plan) is not None
-        clips = prep.run(plan)
-        splits[plan.split].extend(clips)
-        skipped += already
-        done += not already
+    try:
+        for plan in plans:
+            already = prep.done(plan) is not None
+            clips = prep.run(plan)
+            splits[plan.split].extend(clips)
+            skipped += already
+            done += not already
+    except BaseException:
+        _remove_failed(out, created, keep_cache)
+        raise
     if prep.unknown_colour:
         LOG.warning("%d label pixels had colours outside the %s palette; they are ignored "
                     "(255)", prep.unknown_colour, rules.name)
@@ -429,6 +459,7 @@ def prepare_uavid(uavid: str | Path, out: str | Path, vdd: str | Path | None = N
 
     Without VDD labels there is no water and no roof class (roofs stay "building").
     """
+    size = check_size(size)
     _check_out(out)
     inputs = [Path(uavid)] + ([Path(vdd)] if vdd is not None else [])
     with open_source(uavid) as src:
@@ -448,6 +479,7 @@ def prepare_ruralscapes(source: str | Path, out: str | Path,
                         size: tuple[int, int] = DEFAULT_SIZE, progress: bool = True,
                         keep_cache: bool = False) -> PrepareReport:
     """Prepare RuralScapes (download zip or folder with videos/ and labels/) into ``out``."""
+    size = check_size(size)
     _check_out(out)
     with open_source(source) as src:
         params = PrepareParams("ruralscapes", tuple(size), (_input_id(Path(source)),))
