@@ -301,7 +301,7 @@ class Context:
 
     @property
     def n_frames(self) -> int:
-        """Iterations of a loop: warm-up plus timed."""
+        """Return the iterations of a loop: warm-up plus timed."""
         return self.cfg.warmup + self.cfg.iters
 
     def model(self, name: str, size: tuple[int, int]) -> Any:
