@@ -506,7 +506,8 @@ def training_part(ctx: Context) -> Part:
         if proc.returncode != 0:
             tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
             raise RuntimeError(f"ssp_training.amp_check exited {proc.returncode}: {tail}")
-        return json.loads(proc.stdout)
+        # The result is the last line; libraries may print before it.
+        return json.loads((proc.stdout.strip().splitlines() or ["{}"])[-1])
 
     return Part("training", f"{cfg.train_preset} {size[0]}x{size[1]} batch {cfg.train_batch} "
                             f"AMP training", {"preset": cfg.train_preset, "size": list(size),
