@@ -55,10 +55,7 @@ from ..models import create_model
 from ..registration import create_registrator, RegistrationConfig
 from ..stream import Segmenter, StreamConfig
 
-try:  # ssp_bench's module moves into this package; either home gives the synthetic camera
-    from .bench import synthetic_frames
-except ImportError:
-    from ..bench import synthetic_frames
+from ..synthetic import synthetic_frames
 
 TOOL = "ssp_gpu_check"
 SCHEMA_VERSION = 1
