@@ -50,6 +50,7 @@ import torch.nn.functional as F
 
 from .backends import Backend, create_backend
 from .classes import ClassSet, IGNORE_INDEX
+from .config import IMAGENET_MEAN, IMAGENET_STD, SIZE_MULTIPLE
 from .geometry import rescale_homography
 from .metrics import flip_rate, pair_miou
 from .models.image_model import SeparableResize
@@ -62,9 +63,6 @@ FAILURE_POLICIES = ("reset", "identity")
 LABEL_UPSAMPLING = ("nearest", "bilinear")
 RESET_REASONS = ("", "first_frame", "manual", "time_backwards", "time_gap", "size_change",
                  "registration_failed", "frame_id_change")
-SIZE_MULTIPLE = 32
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -136,9 +134,11 @@ class StreamState:
     registrator: Registrator
     """Registration, caching the previous frame's keypoints and descriptors."""
     prev_logits: torch.Tensor | None = None
-    """(1, C, h, w) fused logits of the previous frame at network resolution (spec §2.7)."""
+    """(1, C, h/r, w/r) fused logits of the previous frame (spec §2.7) at the model's fusion
+    resolution: the network size (r = 1, spec fusion) or stride 4 (r = 4, the lite preset)."""
     prev_feat: torch.Tensor | None = None
-    """(1, d, h/4, w/4) raw stage-1 features of the previous frame."""
+    """(1, k, h/4, w/4) stage-1 embedding of the previous frame (the similarity block's input:
+    the raw stage-1 features for the spec's blocks, k channels for "embed")."""
     prev_labels: np.ndarray | None = None
     """Previous labels at ``consistency_scale`` (uint8), for the online TC estimate."""
     last_stamp: float | None = None
