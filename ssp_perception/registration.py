@@ -21,13 +21,13 @@ and thresholds are always at the resolution of the frames passed in.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 import time
 from typing import Any, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
 
+from .files import load_tensor_file
 from .geometry import resize_transform, transform_points
 from .homography_fit import check_homography, ESTIMATORS, fit_homography
 
@@ -326,7 +326,7 @@ class KorniaRegistrator(_FeatureRegistrator):
         super().__init__(cfg)
         self._torch = torch
         self._device = torch.device(cfg.device)
-        disk_state = _load_state_dict(cfg.disk_weights)
+        disk_state = load_tensor_file(cfg.disk_weights, "registration.disk_weights (DISK)")
         # kornia's released DISK file nests the network under "extractor".
         disk_state = disk_state.get("extractor", disk_state)
         self._disk = kf.DISK()
@@ -335,8 +335,9 @@ class KorniaRegistrator(_FeatureRegistrator):
         # features=None builds LightGlue without touching the network; the DISK configuration
         # (128-d input) is then given explicitly.
         self._lightglue = kf.LightGlue(None, **{**kf.LightGlue.features["disk"], "weights": None})
-        state = _rename_lightglue_keys(_load_state_dict(cfg.lightglue_weights),
-                                       self._lightglue.conf.n_layers)
+        state = load_tensor_file(cfg.lightglue_weights, "registration.lightglue_weights "
+                                 "(LightGlue)")
+        state = _rename_lightglue_keys(state, self._lightglue.conf.n_layers)
         # Released files lack derived buffers (confidence thresholds); every learned
         # parameter must be there, and nothing foreign may be.
         bad = self._lightglue.load_state_dict(state, strict=False)
@@ -435,22 +436,6 @@ def _check_frame(frame: np.ndarray) -> None:
         raise ValueError("pass single-channel frames as HxW, not HxWx1")
     if min(frame.shape[:2]) < 8:
         raise ValueError(f"frame {frame.shape[:2]} is too small to register (min side 8)")
-
-
-def _load_state_dict(path: str) -> dict:
-    """Read a checkpoint without unpickling arbitrary objects (safetensors or weights_only)."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"registration weights not found: {p} (weights are never "
-                                f"downloaded; pass the path of a local checkpoint)")
-    if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return load_file(str(p))
-    import torch
-    state = torch.load(str(p), map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise ValueError(f"{p}: expected a state dict, got {type(state).__name__}")
-    return state
 
 
 def _rename_lightglue_keys(state: dict, n_layers: int) -> dict:
