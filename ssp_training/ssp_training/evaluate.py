@@ -29,6 +29,7 @@ from ssp_perception.artifact import ArtifactError, ArtifactMeta
 from ssp_perception.classes import ClassSet
 from ssp_perception.models import SSPModel
 from ssp_perception.registration import RegistrationConfig
+from ssp_perception.streaming import NonFiniteOutputError
 import torch
 from torch import nn
 
@@ -319,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         evaluate(args)
-    except EvalError as err:
+    except (EvalError, NonFiniteOutputError) as err:
         print(f"ssp_eval: error: {err}", file=sys.stderr)
         return 2
     return 0
