@@ -24,7 +24,7 @@ import sys
 import time
 
 from .archive import ArchiveError
-from .dataset import clip_frames, DatasetInfo, list_clips, sibling, SPLITS
+from .frames import clip_frames, DatasetInfo, list_clips, sibling, SPLITS
 from .prepare import DEFAULT_SIZE, prepare_ruralscapes, prepare_uavid, PrepareError
 from .synth import generate_dataset, SynthConfig
 from .to_bag import STORAGES, topics, write_bag

@@ -28,8 +28,8 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import get_typestore, Stores
 from tqdm import tqdm
 
-from .dataset import clip_frames, DatasetInfo, list_clips, load_frame, load_mask, sibling
-from .dataset import SPLITS
+from .frames import (clip_frames, DatasetInfo, list_clips, load_frame, load_mask, sibling,
+                     SPLITS)
 
 TYPESTORE = Stores.ROS2_KILTED
 BAG_VERSION = 9
