@@ -35,6 +35,8 @@ from ssp_perception.models import create_model  # noqa: E402
 from ssp_perception.ros import conversions  # noqa: E402
 from ssp_perception.synthetic import synthetic_frames  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 LAUNCH_FILE = Path(__file__).resolve().parents[1] / "launch" / "uav.launch.py"
 SIZE = (96, 128)
 

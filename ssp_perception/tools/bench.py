@@ -15,7 +15,6 @@ from pathlib import Path
 import platform
 import resource
 import sys
-import tempfile
 import time
 from typing import Any
 
@@ -29,6 +28,7 @@ from ..artifact import load_artifact
 from ..backends import create_backend
 from ..classes import CLASS_SETS, ClassSet
 from ..config import preset
+from ..files import atomic_write_json
 from ..geometry import rescale_homography
 from ..models import create_model
 from ..registration import create_registrator, RegistrationConfig
@@ -294,18 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def write_json(path: str | Path, data: dict[str, Any]) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder + rename)."""
+    """Write ``data`` to ``path`` atomically, creating the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_json(path, data)
 
 
 NODE_COMMANDS = ("node-overhead", "node-overload")

@@ -13,7 +13,7 @@ from pathlib import Path
 from ssp_perception.artifact import ArtifactError, read_meta
 from ssp_perception.classes import ClassSet
 
-from .data.dataset import DatasetInfo, list_clips
+from .data.frames import DatasetInfo, list_clips
 from .logits import read_manifest
 from .model_kinds import get_model_kind
 from .recipes import Recipe, RecipeError

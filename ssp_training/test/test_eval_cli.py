@@ -20,13 +20,7 @@ H, W, FRAMES = 64, 96, 6
 CLASS = 0  # the constant model predicts "road" everywhere
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Two shared cores: one thread avoids OpenMP spinning against the other test processes.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")

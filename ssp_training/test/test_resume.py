@@ -8,11 +8,14 @@ import subprocess
 import sys
 import time
 
+import pytest
 from ssp_perception.artifact import load_artifact
 from ssp_training.checkpoint import latest_checkpoint, load_train_state
 from ssp_training.data.synth import generate_dataset, SynthConfig
 from ssp_training.recipes import CONFIG_DIR
 from ssp_training.train import fit
+
+pytestmark = pytest.mark.slow
 
 IMAGE = str(CONFIG_DIR / "synth_tiny_image.yaml")
 

@@ -12,6 +12,8 @@ from ssp_training.recipes import CONFIG_DIR, load_recipe, RecipeError
 from ssp_training.train import fit, main
 import torch
 
+pytestmark = pytest.mark.slow
+
 IMAGE = str(CONFIG_DIR / "synth_tiny_image.yaml")
 SSP = str(CONFIG_DIR / "synth_tiny_ssp.yaml")
 

@@ -14,9 +14,9 @@ from sensor_msgs.msg import Image
 
 from .bag import BagRecorder, ensure_type, Frame
 from .config import ReplayError
-from .report import encode_labels, FrameRecord
+from .report import encode_labels, FrameRecord, StatusSample
 from ..conversions import (CLASS_INFO_TYPE, DIAGNOSTICS_TYPE, IMAGE_TYPE, mono8_array,
-                           ros_type_name, stamp_ns, status_sample, STATUS_TYPE)
+                           ros_type_name, stamp_ns, status_fields, STATUS_TYPE)
 from ..node import SegmentationNode, StartupError
 
 # Infrastructure topics every node has; they say nothing about the segmentation.
@@ -139,7 +139,7 @@ class NodeRun:
             if ros_type == CLASS_INFO_TYPE:
                 self.class_info = msg
             elif record is not None and ros_type == STATUS_TYPE:
-                record.status = status_sample(msg, self._reset_names)
+                record.status = StatusSample(**status_fields(msg, self._reset_names))
             elif record is not None and topic.endswith("/labels") and record.labels_png is None:
                 record.labels_png = encode_labels(mono8_array(msg))
                 record.received_s = now

@@ -16,7 +16,9 @@ import tempfile
 
 import cv2
 import numpy as np
+from ssp_perception import encodings
 from ssp_perception.classes import ClassSet
+from ssp_perception.encodings import palette_lut
 
 PANELS = ("input", "ground truth", "image model", "SSP", "similarity s")
 IGNORE_COLOUR = (128, 128, 128)
@@ -25,11 +27,10 @@ HEADER_PX = 22
 
 def colorize(labels: np.ndarray | None, class_set: ClassSet, size: tuple[int, int]) -> np.ndarray:
     """Return (H, W, 3) uint8 RGB of an (H, W) label map; grey for ignore / None."""
-    palette = np.full((256, 3), IGNORE_COLOUR, np.uint8)
-    palette[:class_set.num_classes] = np.asarray(class_set.colors, np.uint8)
     if labels is None:
         return np.full(size + (3,), IGNORE_COLOUR, np.uint8)
-    return palette[labels]
+    lut = palette_lut(class_set.colors, IGNORE_COLOUR)
+    return encodings.colorize(np.ascontiguousarray(labels, np.uint8), lut)
 
 
 def similarity_image(sim: np.ndarray | None, size: tuple[int, int]) -> np.ndarray:
