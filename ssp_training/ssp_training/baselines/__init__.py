@@ -14,7 +14,8 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from ssp_perception.config import ModelConfig
 from ssp_perception.models import ImageModel
@@ -57,13 +58,31 @@ def predict_clip(model: VideoBaseline, frames: Frames) -> Iterator[torch.Tensor]
         yield logits
 
 
+def baseline_options(kind: str, options: Mapping[str, Any]) -> BaselineConfig:
+    """Return the :class:`BaselineConfig` of ``kind`` with a recipe's ``model.options``.
+
+    ``options`` holds any ``BaselineConfig`` field but ``kind`` (e.g. ``flow: {source: raft,
+    raft_weights: ..., iterations: 8}``); a RAFT flow must name its weights file.
+    """
+    if "kind" in options:
+        raise ValueError("model.options must not set 'kind'; model.kind names the baseline")
+    cfg = BaselineConfig.from_dict({"kind": kind, **dict(options)})
+    if cfg.flow.source == "raft" and not cfg.flow.raft_weights:
+        raise ValueError("flow.source 'raft' needs flow.raft_weights (a torchvision raft_large "
+                         "state dict); nothing is downloaded")
+    return cfg
+
+
 def _register() -> None:
     for kind in KINDS:
         register_model_kind(ModelKind(
             name=kind,
-            # Recipes give the ModelConfig only: the baseline takes its spec defaults, with
-            # the TCB widths scaled to the image model's head (BaselineConfig docs).
+            # Without model.options the baseline takes its defaults, with the TCB widths
+            # scaled to the image model's head (BaselineConfig docs).
             build=lambda cfg, kind=kind: create_baseline(cfg, BaselineConfig(kind=kind)),
+            build_with_options=lambda cfg, options, kind=kind: create_baseline(
+                cfg, baseline_options(kind, options)),
+            check_options=lambda options, kind=kind: baseline_options(kind, options),
             forward=_forward, predict_clip=predict_clip, video=True,
             offsets=(-1, -2, -3) if kind.startswith("tcb") else (-1,),
             needs_homography=False, save=save_baseline), replace=True)
@@ -71,6 +90,6 @@ def _register() -> None:
 
 _register()
 
-__all__ = ["BASELINES", "BaselineConfig", "DFF", "FlowConfig", "KINDS", "NetWarp", "TCB",
+__all__ = ["BASELINES", "BaselineConfig", "baseline_options", "DFF", "FlowConfig", "KINDS", "NetWarp", "TCB",
            "VideoBaseline", "create_baseline", "load_baseline", "load_video_model",
            "predict_clip", "save_baseline"]
