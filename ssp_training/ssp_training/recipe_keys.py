@@ -27,7 +27,7 @@ class KeyDoc:
 
     key: str
     """Dotted key as written in overrides (``optim.lr``)."""
-    type: str
+    type: str  # noqa: A003 (the column's name in the listing)
     """Type the loader accepts (``float``, ``int``, ``str``, ``bool``, ``list``, ``mapping``)."""
     default: str
     """Default value as YAML would spell it ("required" when there is none)."""

@@ -322,5 +322,3 @@ class RunRecipe:
             _fail("run", f"threads must be >= 0, got {self.threads}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             _fail("run", f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-
-

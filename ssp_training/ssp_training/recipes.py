@@ -33,9 +33,8 @@ from ssp_perception.files import atomic_write_text
 import yaml
 
 from .model_kinds import get_model_kind
-from .recipe_sections import (AMP_MODES, DataRecipe, HOMOGRAPHY_SOURCES, LOSS_KINDS,
-                              LossRecipe, ModelRecipe, OptimRecipe, RecipeError, RunRecipe,
-                              ValRecipe, _fail)
+from .recipe_sections import (_fail, DataRecipe, LossRecipe, ModelRecipe, OptimRecipe,
+                              RecipeError, RunRecipe, ValRecipe)
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 _FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")

@@ -90,6 +90,6 @@ def _register() -> None:
 
 _register()
 
-__all__ = ["BASELINES", "BaselineConfig", "baseline_options", "DFF", "FlowConfig", "KINDS", "NetWarp", "TCB",
-           "VideoBaseline", "create_baseline", "load_baseline", "load_video_model",
-           "predict_clip", "save_baseline"]
+__all__ = ["BASELINES", "BaselineConfig", "baseline_options", "DFF", "FlowConfig", "KINDS",
+           "NetWarp", "TCB", "VideoBaseline", "create_baseline", "load_baseline",
+           "load_video_model", "predict_clip", "save_baseline"]
