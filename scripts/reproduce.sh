@@ -4,7 +4,7 @@
 # merged table, with `ssp_train pipeline` (docs/TRAINING.md). Re-running resumes stage by stage.
 #
 # Usage: scripts/reproduce.sh DATASETS OUT [pipeline options ...]
-#   DATASETS  NAME=ROOT[,NAME=ROOT...], e.g. uavid=datasets/UAVid,ruralscapes=datasets/ruralscapes;
+#   DATASETS  NAME=ROOT[,NAME=ROOT...], e.g. uavid=datasets/uavid,ruralscapes=datasets/ruralscapes;
 #             a bare ROOT takes its name from the class set in ROOT/dataset.json
 #   OUT       output folder (runs, evaluations, OUT/table.md, OUT/plots/)
 #   options   passed on, e.g. --seeds 0 1 2, --set run.device=cuda, --profile tiny

@@ -2,7 +2,7 @@
 
 Usage::
 
-    ssp_train pipeline --data uavid=datasets/UAVid --data ruralscapes=datasets/ruralscapes \
+    ssp_train pipeline --data uavid=datasets/uavid --data ruralscapes=datasets/ruralscapes \
         --out runs/paper [--seeds 0 1 2] [--set run.device=cuda ...]
     ssp_train pipeline --profile tiny --data synth=datasets/synth_tiny --out runs/tiny   # CI
 
@@ -338,7 +338,7 @@ def _dataset_arg(text: str) -> tuple[str, Path]:
     name, sep, root = text.partition("=")
     if not sep or not name or not root:
         raise argparse.ArgumentTypeError(f"--data must look like NAME=ROOT (e.g. "
-                                         f"uavid=datasets/UAVid), got {text!r}")
+                                         f"uavid=datasets/uavid), got {text!r}")
     return name, Path(root)
 
 
@@ -346,7 +346,7 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     """Add the ``pipeline`` options to ``p``."""
     p.add_argument("--data", action="append", type=_dataset_arg, required=True,
                    metavar="NAME=ROOT",
-                   help="a dataset column, e.g. uavid=datasets/UAVid (repeat for more)")
+                   help="a dataset column, e.g. uavid=datasets/uavid (repeat for more)")
     p.add_argument("--out", required=True, help="output folder (re-running resumes it)")
     p.add_argument("--profile", choices=PROFILES, default="paper",
                    help="paper recipes, or the tiny synthetic ones (CI)")

@@ -5,7 +5,7 @@ Usage::
     ssp_train fit --recipe ssp_training/configs/synth_lite_image.yaml [--resume] [key=value ...]
     ssp_train check --recipe R [key=value ...]          # preflight only, trains nothing
     ssp_train keys                                      # every recipe key: type, default, doc
-    ssp_train pipeline --data uavid=datasets/UAVid --out runs/paper   # the whole paper table
+    ssp_train pipeline --data uavid=datasets/uavid --out runs/paper   # the whole paper table
     ssp_train export-logits --teacher runs/teacher/model.safetensors --data datasets/synth
         --out runs/teacher/train_logits
     torchrun --nproc_per_node 4 -m ssp_training.train fit --recipe R     # DDP, same command
