@@ -3,7 +3,10 @@
 A recipe file holds the sections ``model``, ``data``, ``loss``, ``optim``, ``val`` and ``run``
 plus a ``name``. ``extends: other.yaml`` (a path relative to the file) deep-merges the file over
 another recipe, so an ablation states only what it changes. Command-line overrides use dotted
-keys (``optim.lr=1e-4``, ``data.root=/data/uavid``) whose values are parsed as YAML scalars.
+keys (``optim.lr=1e-4``, ``data.root=/data/uavid``) whose values are parsed as YAML scalars;
+number fields also take exponents without a dot (``1e-4``), which YAML 1.1 reads as strings.
+The sections are the dataclasses of :mod:`ssp_training.recipe_sections`; ``ssp_train keys``
+lists every key with its type, default and doc.
 
 Only the shape and internal consistency of a recipe are checked here; whether the dataset,
 checkpoints and teacher logits it names exist and agree with it is checked by
