@@ -8,7 +8,7 @@ Usage::
 
 Stages, per dataset and seed (docs/TRAINING.md explains what each consumes and produces):
 image → teacher → teacher_logits (export) → ssp → kd_image → kd_ssp → dff → netwarp →
-tcb_ppm → tcb_ocr → the ablations and the λ sweep (first dataset only, as in the paper) →
+tcb_ppm → tcb_ocr → the ablations and the λ sweep (UAVid only, as in the paper) →
 eval (``ssp_eval`` on every artifact of the dataset and seed) → merged table.
 
 Recipes: the ``paper`` profile runs ``configs/<stage>_<dataset>.yaml`` (datasets ``uavid``
@@ -129,9 +129,16 @@ class Plan:
             raise PipelineError("give at least one seed")
 
     def runs_on(self, stage: Stage, dataset: str) -> bool:
-        """Return whether ``stage`` runs on ``dataset`` (ablations: the first dataset only)."""
-        return stage.name in self.stages and (not stage.ablation
-                                              or dataset == next(iter(self.datasets)))
+        """Return whether ``stage`` runs on ``dataset``.
+
+        Ablations run on UAVid only in the paper profile (the paper's, and the only recipes),
+        on the first dataset in the tiny one.
+        """
+        if stage.name not in self.stages:
+            return False
+        if not stage.ablation:
+            return True
+        return dataset == ("uavid" if self.profile == "paper" else next(iter(self.datasets)))
 
     def run_dir(self, dataset: str, stage: str, seed: int) -> Path:
         """Return the run folder of ``stage`` (the teacher's is its first seed's)."""
