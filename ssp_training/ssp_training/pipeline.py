@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-import json
 from pathlib import Path
 import time
-from typing import Any
 
 from ssp_perception.artifact import read_meta
 from ssp_perception.files import atomic_write_json, atomic_write_text
@@ -364,7 +362,7 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="recipe override for every run, e.g. run.device=cuda")
     p.add_argument("--eval-args", default="",
-                   help="extra ssp_eval arguments, e.g. '--flow-weights W --device cuda'")
+                   help="extra ssp_eval arguments as one string: --eval-args='--flow dis'")
 
 
 def pipeline_from_args(args: argparse.Namespace) -> Path:
@@ -376,8 +374,3 @@ def pipeline_from_args(args: argparse.Namespace) -> Path:
                 out=Path(args.out), overrides=tuple(args.set), stages=tuple(args.stages),
                 eval_args=tuple(args.eval_args.split()))
     return run_pipeline(plan)
-
-
-def read_table(out: str | Path) -> dict[str, Any]:
-    """Return the merged ``table.json`` of a pipeline output folder."""
-    return json.loads((Path(out) / "table.json").read_text(encoding="utf-8"))
