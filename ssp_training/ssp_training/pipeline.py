@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+import os
 from pathlib import Path
 import time
 
@@ -318,6 +319,10 @@ def write_merged(plan: Plan, rows: list[MergedRow]) -> Path:
 
 def run_pipeline(plan: Plan) -> Path:
     """Run every planned stage in order, evaluate, merge; return the merged table's path."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise PipelineError("run the pipeline in one process; train a heavy stage with "
+                            "torchrun into its run folder and re-run the pipeline "
+                            "(docs/TRAINING.md, 'Several GPUs')")
     t0 = time.perf_counter()
     check_recipes(plan)
     plan.out.mkdir(parents=True, exist_ok=True)
