@@ -208,3 +208,21 @@ def test_baseline_options_choose_the_flow_network():
                                   "model.options": "{flow: {source: raft}}"}))
     with pytest.raises(RecipeError, match="unknown key"):
         recipe_from_dict(_base(**{"model.kind": "dff", "model.options": "{flw: 1}"}))
+
+
+def test_a_recipe_gives_dff_a_raft_counted_in_its_parameters(tmp_path):
+    import torch
+    from torchvision.models.optical_flow import raft_large
+    from ssp_training.model_kinds import get_model_kind
+    weights = tmp_path / "raft.pth"
+    torch.save(raft_large(weights=None, progress=False).state_dict(), weights)
+    options = f"{{flow: {{source: raft, raft_weights: {weights}, iterations: 8}}}}"
+    r = recipe_from_dict(_base(**{"model.kind": "dff", "model.options": options}))
+    kind = get_model_kind("dff")
+    with_raft = kind.create(r.model_config(), r.model.options)
+    plain = kind.create(r.model_config())
+    extra = sum(p.numel() for p in with_raft.parameters()) - sum(
+        p.numel() for p in plain.parameters())
+    assert extra == sum(p.numel() for p in with_raft.flow.raft.parameters())
+    assert round(extra / 1e6, 2) == 5.26  # RAFT-large, in the count as in the paper (§8)
+    assert with_raft.video_cfg.flow.iterations == 8
