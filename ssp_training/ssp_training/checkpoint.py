@@ -163,3 +163,17 @@ def load_train_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     tensors = load_file(str(Path(folder) / STATE_TENSORS))
     values = json.loads((Path(folder) / STATE_JSON).read_text(encoding="utf-8"))
     return tensors, values
+
+
+def prune_checkpoints(run_dir: Path) -> int:
+    """Remove ``<run>/checkpoints/`` (the resume state of a finished run); return bytes freed.
+
+    A finished run's artifact is ``<run>/model.safetensors``; its last checkpoint holds the same
+    weights plus the optimiser state (twice the model again), only needed to resume.
+    """
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return 0
+    freed = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    shutil.rmtree(root)
+    return freed

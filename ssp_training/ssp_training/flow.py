@@ -84,15 +84,20 @@ class RAFTFlow:
             p.requires_grad_(False)
 
     @torch.no_grad()
-    def flow_batch(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Return (B, 2, H, W) flows for (B, 3, H, W) float RGB batches in [0, 1]."""
+    def flow_batch(self, a: torch.Tensor, b: torch.Tensor,
+                   iterations: int | None = None) -> torch.Tensor:
+        """Return (B, 2, H, W) flows for (B, 3, H, W) float RGB batches in [0, 1].
+
+        ``iterations`` overrides the refinement count of this call (Ref uses 20 for the TC
+        loss and 15 for the KD fusion with the same network).
+        """
         h, w = a.shape[-2:]
         # RAFT needs sides divisible by 8 and at least 128 px (its 4-level correlation
         # pyramid): replicate-pad, then crop the flow back.
         ph, pw = max(128 - h, (-h) % 8), max(128 - w, (-w) % 8)
         a = F.pad(a * 2 - 1, (0, pw, 0, ph), mode="replicate").to(self.device)
         b = F.pad(b * 2 - 1, (0, pw, 0, ph), mode="replicate").to(self.device)
-        flows = self.model(a, b, num_flow_updates=self.iterations)
+        flows = self.model(a, b, num_flow_updates=iterations or self.iterations)
         return flows[-1][..., :h, :w].float()
 
     def flow(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -142,15 +147,17 @@ def denormalize_to_uint8(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) 
     return rgb.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def batch_flow(provider: FlowProvider, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def batch_flow(provider: FlowProvider, a: torch.Tensor, b: torch.Tensor,
+               iterations: int | None = None) -> torch.Tensor:
     """Return (B, 2, H, W) flows from ``a`` to ``b`` for ImageNet-normalised (B, 3, H, W) batches.
 
-    RAFT runs batched on the tensors; other providers run per sample on uint8 copies.
+    RAFT runs batched on the tensors (``iterations`` overrides its refinement count); other
+    providers run per sample on uint8 copies and have no iterations.
     """
     if isinstance(provider, RAFTFlow):
         m = a.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         s = a.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        return provider.flow_batch(a * s + m, b * s + m).to(a.device)
+        return provider.flow_batch(a * s + m, b * s + m, iterations).to(a.device)
     ua, ub = denormalize_to_uint8(a), denormalize_to_uint8(b)
     flows = [torch.from_numpy(provider.flow(x, y)) for x, y in zip(ua, ub)]
     return torch.stack(flows).permute(0, 3, 1, 2).to(a.device)  # (B, H, W, 2) -> (B, 2, H, W)

@@ -19,6 +19,7 @@ import numpy as np
 from ssp_perception import encodings
 from ssp_perception.classes import ClassSet
 from ssp_perception.encodings import palette_lut
+from ssp_perception.files import atomic_write_bytes, FILE_MODE
 
 PANELS = ("input", "ground truth", "image model", "SSP", "similarity s")
 IGNORE_COLOUR = (128, 128, 128)
@@ -102,6 +103,7 @@ class ClipRenderer:
             return []
         self._writer.release()
         video = self.out_dir / f"{self.clip}.mp4"
+        os.chmod(self._tmp_video, FILE_MODE)  # mkstemp made it 0600; outputs are 0644
         os.replace(self._tmp_video, video)
         strip = self.out_dir / f"{self.clip}.png"
         rows = [self._rows[i] for i in self._strip_indices()]
@@ -109,10 +111,7 @@ class ClipRenderer:
                                                     cv2.COLOR_RGB2BGR))
         if not ok:
             raise RuntimeError(f"OpenCV could not encode the strip of clip {self.clip}")
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.clip}.", suffix=".png", dir=self.out_dir)
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.tobytes())
-        os.replace(tmp, strip)
+        atomic_write_bytes(strip, buf.tobytes())
         return [video, strip]
 
     def abort(self) -> None:
