@@ -17,6 +17,7 @@ import pytest
 
 pytest.importorskip("launch_ros", reason="launch_ros is not installed (ROS 2 install only)")
 import rclpy  # noqa: E402, I100
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rcl_interfaces.srv import GetParameters  # noqa: E402
 
 from ssp_perception.artifact import save_artifact  # noqa: E402
@@ -67,6 +68,8 @@ def _parameters(arguments, namespace, timeout=120.0):
     rclpy.init(context=context)
     try:
         node = rclpy.create_node("launch_params_probe", context=context)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
         client = node.create_client(GetParameters, f"/{namespace}/ssp_node/get_parameters")
         deadline = time.monotonic() + timeout
         values = None
@@ -74,9 +77,10 @@ def _parameters(arguments, namespace, timeout=120.0):
             # The node answers parameter requests only once its model is loaded and it spins.
             if client.wait_for_service(timeout_sec=0.5):
                 future = client.call_async(GetParameters.Request(names=list(CHECKED)))
-                rclpy.spin_until_future_complete(node, future, timeout_sec=10.0)
+                executor.spin_until_future_complete(future, timeout_sec=10.0)
                 if future.done():
                     values = {name: _value(v) for name, v in zip(CHECKED, future.result().values)}
+        executor.shutdown()
         node.destroy_node()
     finally:
         rclpy.shutdown(context=context)
