@@ -35,8 +35,10 @@ import numpy as np
 
 QOS_CHOICES = ("reliable", "best_effort")
 SIDES = ("both", "publisher", "subscriber")
-# Fast DDS 3 reads the first name, Fast DDS 2 (Humble, Jazzy) the second.
+# Fast DDS 3 (Kilted on) reads the first name, Fast DDS 2 (Humble, Iron, Jazzy) the second;
+# Fast DDS 3 warns that the second is deprecated, so it is set only where it is read.
 PROFILE_ENV = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+FASTDDS2_DISTROS = ("humble", "iron", "jazzy")
 DEFAULT_PROFILE = Path(__file__).resolve().parents[2] / "config" / "fastdds_large_frames.xml"
 _TOPIC = "delivery/image"
 
@@ -58,8 +60,9 @@ def profile_env(profile: str | os.PathLike | None,
     env = dict(os.environ if base is None else base)
     for name in PROFILE_ENV:
         env.pop(name, None)
-        if profile:
-            env[name] = str(Path(profile).resolve())
+    if profile:
+        names = PROFILE_ENV if env.get("ROS_DISTRO") in FASTDDS2_DISTROS else PROFILE_ENV[:1]
+        env.update({name: str(Path(profile).resolve()) for name in names})
     return env
 
 
