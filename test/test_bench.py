@@ -5,8 +5,9 @@ import json
 import cv2
 import numpy as np
 import pytest
-from ssp_perception.bench import BenchConfig, camera_pose, main, synthetic_frames
 from ssp_perception.geometry import transform_points
+from ssp_perception.synthetic import camera_pose, synthetic_frames
+from ssp_perception.tools.bench import BenchConfig, main
 import torch
 
 KEYS = ("image_model_ms", "ssp_ms", "registration_ms", "ssp_with_registration_ms", "stream_ms",

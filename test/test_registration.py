@@ -5,11 +5,11 @@ import os
 import numpy as np
 import pytest
 
-from ssp_perception.bench import synthetic_frames, textured_image
 from ssp_perception.geometry import reprojection_error
 from ssp_perception.registration import (
     check_homography, create_registrator, IdentityRegistrator, KorniaRegistrator,
     OpenCVRegistrator, RegistrationConfig, RegistrationResult)
+from ssp_perception.synthetic import synthetic_frames, textured_image
 
 SIZE = (180, 320)
 

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from ssp_perception.backends import Backend, create_backend
 from ssp_perception.backends.torch_backend import TorchBackend
-from ssp_perception.bench import synthetic_frames, textured_image
 from ssp_perception.classes import UAVID
 from ssp_perception.config import preset
 from ssp_perception.geometry import reprojection_error
 from ssp_perception.models import create_model
 from ssp_perception.registration import RegistrationConfig
 from ssp_perception.stream import Segmenter, StreamConfig
+from ssp_perception.synthetic import synthetic_frames, textured_image
 import torch
 
 NET = (64, 96)

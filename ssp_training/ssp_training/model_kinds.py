@@ -1,9 +1,8 @@
 """Model kinds the trainer can build: a plain dict from ``model.kind`` to a :class:`ModelKind`.
 
-``image`` and ``ssp`` are defined here. Video baselines (DFF, NetWarp, TCB) add theirs with
-``register_model_kind`` when ``ssp_training.baselines`` is imported; :func:`get_model_kind`
-imports that package on a miss, so ``model.kind: dff`` in a recipe works without any import
-in user code.
+``image`` and ``ssp`` are defined here; the video baselines (DFF, NetWarp, TCB) are listed
+from ``ssp_training.baselines``, so ``model.kind: dff`` in a recipe works without any import in
+user code. :func:`get_model_kind` is a plain dict lookup.
 
 The contract a kind fulfils (what the trainer and the validator call):
 
@@ -37,7 +36,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-import importlib
 from typing import Any
 
 from ssp_perception.artifact import save_artifact
@@ -45,6 +43,8 @@ from ssp_perception.config import ModelConfig
 from ssp_perception.models import create_model, SSPModel
 import torch
 from torch import nn
+
+from . import baselines
 
 Frames = Iterable[tuple[torch.Tensor, "torch.Tensor | None"]]
 
@@ -121,27 +121,24 @@ MODEL_KINDS: dict[str, ModelKind] = {
     "ssp": ModelKind(name="ssp", build=create_model, forward=_ssp_forward,
                      predict_clip=_ssp_predict, video=True, needs_homography=True),
 }
-# Modules that register further kinds on import (the evaluation engineer's video baselines).
-_PLUGIN_MODULES = ("ssp_training.baselines",)
 
 
-def register_model_kind(kind: ModelKind, replace: bool = False) -> None:
-    """Add ``kind`` to :data:`MODEL_KINDS` (an existing name needs ``replace=True``)."""
-    if kind.name in MODEL_KINDS and not replace and MODEL_KINDS[kind.name] is not kind:
-        raise ValueError(f"model kind {kind.name!r} is already registered")
-    MODEL_KINDS[kind.name] = kind
+def _baseline_kind(kind: str) -> ModelKind:
+    # Recipes give the ModelConfig only: the baseline takes its spec defaults, with the TCB
+    # widths scaled to the image model's head (BaselineConfig docs).
+    return ModelKind(
+        name=kind,
+        build=lambda cfg: baselines.create_baseline(cfg, baselines.BaselineConfig(kind=kind)),
+        forward=baselines.forward, predict_clip=baselines.predict_clip, video=True,
+        offsets=(-1, -2, -3) if kind.startswith("tcb") else (-1,), needs_homography=False,
+        save=baselines.save_baseline)
+
+
+MODEL_KINDS.update({kind: _baseline_kind(kind) for kind in baselines.KINDS})
 
 
 def get_model_kind(name: str) -> ModelKind:
-    """Return the registered kind ``name``, importing the baselines package on a miss."""
-    if name not in MODEL_KINDS:
-        for module in _PLUGIN_MODULES:
-            try:
-                importlib.import_module(module)
-            except ImportError as err:
-                # A half-written or missing plugin package must not hide the real error below.
-                if err.name is None or not module.startswith(err.name):
-                    raise
+    """Return the model kind ``name`` (a ValueError lists the known ones)."""
     if name not in MODEL_KINDS:
         raise ValueError(f"unknown model kind {name!r}; known: {', '.join(sorted(MODEL_KINDS))}")
     return MODEL_KINDS[name]

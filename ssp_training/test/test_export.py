@@ -12,11 +12,11 @@ from ssp_perception.backends import create_backend
 from ssp_perception.backends.onnx_graphs import (INPUT_NAMES, OUTPUT_NAMES, read_metadata,
                                                  resolve_onnx)
 from ssp_perception.backends.tensorrt_backend import tensorrt_status
-from ssp_perception.bench import synthetic_frames
 from ssp_perception.classes import UAVID
 from ssp_perception.config import preset
 from ssp_perception.geometry import rescale_homography
 from ssp_perception.models import create_model
+from ssp_perception.synthetic import synthetic_frames
 from ssp_training.export import CalibrationFrames, main
 import torch
 
