@@ -16,9 +16,9 @@ import time
 import pytest
 
 pytest.importorskip("launch_ros", reason="launch_ros is not installed (ROS 2 install only)")
-import rclpy  # noqa: E402, I100
+from rcl_interfaces.srv import GetParameters  # noqa: E402, I100
+import rclpy  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rcl_interfaces.srv import GetParameters  # noqa: E402
 
 from ssp_perception.artifact import save_artifact  # noqa: E402
 from ssp_perception.classes import UAVID  # noqa: E402

@@ -4,8 +4,8 @@ A camera driver and ``ssp_node`` are separate processes on a drone. Large images
 processes depend on the DDS transport (shared memory segment size, UDP fragments) and on the
 QoS of both ends, so this tool measures rather than assumes:
 
-    python -m ssp_perception.ros.delivery --size 1280x720 --rate 10 --duration 5 \\
-        --pub-qos reliable --sub-qos best_effort --profile config/fastdds_large_frames.xml
+    python -m ssp_perception.ros.delivery --size 1280x720 --sub-qos best_effort
+    python -m ssp_perception.ros.delivery --size 1280x720 --profile config/fastdds_large_frames.xml
 
 starts a subscriber process, then a publisher process that sends rgb8 frames at a fixed rate,
 and prints one JSON object: frames sent, received, missing and latency. ``--matrix`` measures
@@ -211,7 +211,8 @@ def summarize(sent: dict[str, Any], received: dict[str, Any]) -> dict[str, Any]:
             "publisher_matched_after_s": sent["matched_after_s"], "sent_late": sent["sent_late"]}
 
 
-def measure(case: Case, topic: str = _TOPIC, depth: int = 1, timeout_s: float = 60.0) -> dict[str, Any]:
+def measure(case: Case, topic: str = _TOPIC, depth: int = 1,
+            timeout_s: float = 60.0) -> dict[str, Any]:
     """Run one case as two processes (subscriber first) and return its summary."""
     base = profile_env(None)
     pub_env = profile_env(case.profile if case.profile_side in ("both", "publisher") else None,
