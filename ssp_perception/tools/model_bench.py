@@ -42,11 +42,12 @@ def bench_preset(name: str, size: tuple[int, int], repeats: int) -> dict:
     model = create_model(preset(name, input_size=size)).eval()
     h, w = size
     image = torch.randn(1, 3, h, w)
-    prev_logits = torch.randn(1, model.num_classes, h, w)
-    prev_feat = torch.randn(1, model.feature_channels, h // 4, w // 4)
     hom = torch.tensor([[[1.0, 0.01, 3.0], [-0.01, 1.0, -2.0], [0.0, 0.0, 1.0]]])
     use_prev = torch.ones(1)
     with torch.inference_mode():
+        # The state as the model keeps it: logits at the fusion resolution (stride 4 for
+        # lite), the similarity block's embedding of the stage-1 feature.
+        prev_logits, prev_feat = model.image_step(image)
         image_ms = _median_ms(lambda: model.image_model(image), repeats)
         step_ms = _median_ms(lambda: model.step(image, prev_logits, prev_feat, hom, use_prev),
                              repeats)
@@ -63,7 +64,8 @@ def bench_preset(name: str, size: tuple[int, int], repeats: int) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and print one JSON object per run."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m ssp_perception.models",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["lite", "hiera_s"],
                         choices=sorted(PRESETS), help="presets to measure")
     parser.add_argument("--size", nargs=2, type=int, default=[384, 640], metavar=("H", "W"),

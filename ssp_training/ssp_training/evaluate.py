@@ -18,8 +18,11 @@ See docs/EVALUATION.md for every decision behind the numbers.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 from dataclasses import dataclass
 import itertools
+import os
 from pathlib import Path
 import sys
 from typing import Any
@@ -27,6 +30,9 @@ from typing import Any
 import numpy as np
 from ssp_perception.artifact import ArtifactError, ArtifactMeta
 from ssp_perception.classes import ClassSet
+from ssp_perception.cli import ArgumentParser, run_main
+from ssp_perception.config import PRESETS
+from ssp_perception.files import load_tensor_file, staged_dir
 from ssp_perception.models import SSPModel
 from ssp_perception.registration import RegistrationConfig
 import torch
@@ -34,6 +40,7 @@ from torch import nn
 
 from .baselines import load_video_model
 from .data.dataset import ClipSequence, DatasetInfo, SequenceDataset, sibling
+from .data.files import DataError
 from .eval.plots import write_plots
 from .eval.predictors import (BaselinePredictor, FAILURE_POLICIES, Frame, HOMOGRAPHY_SOURCES,
                               ImagePredictor, Predictor, SSPPredictor)
@@ -49,6 +56,65 @@ ROW_NAMES = {"image": "image model", "ssp": "SSP", "dff": "DFF", "netwarp": "Net
 
 class EvalError(ValueError):
     """The inputs of an evaluation do not fit together; the message says what to change."""
+
+
+# ------------------------------------------------------------------ argument validation
+# Largest evaluation side: 4K frames are 2160x3840; beyond 8192 a frame and its logits would
+# take tens of GB, so such a size (from --size or an artifact) is refused before allocating.
+MAX_SIDE = 8192
+RENDER_TOOL = "ssp_eval --render"
+
+
+def _existing_ancestor(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Raise :class:`EvalError` for arguments that cannot work, before anything is loaded."""
+    for name in ("threads", "max_clips", "max_frames"):
+        value = getattr(args, name)
+        if value < 0:
+            raise EvalError(f"--{name.replace('_', '-')} must be >= 0 (0 = "
+                            f"{'default' if name == 'threads' else 'all'}), got {value}")
+    if args.flow_iterations < 1:
+        raise EvalError(f"--flow-iterations must be >= 1, got {args.flow_iterations}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise EvalError(f"--out {out}: exists and is not a folder (ssp_eval writes a folder of "
+                        "reports there)")
+    if not _existing_ancestor(out).is_dir():
+        raise EvalError(f"--out {out}: {_existing_ancestor(out)} is a file, not a folder")
+    if args.json:
+        report = Path(args.json)
+        if report.is_dir() or args.json.endswith(("/", os.sep)):
+            raise EvalError(f"--json {args.json}: is a folder; give the report's file name, "
+                            f"e.g. {report / 'eval.json'}")
+        if not _existing_ancestor(report.parent).is_dir():
+            raise EvalError(f"--json {report}: {_existing_ancestor(report.parent)} is a file, "
+                            "not a folder")
+    if args.flow_weights:
+        try:
+            load_tensor_file(args.flow_weights, "--flow-weights")
+        except (ValueError, FileNotFoundError) as err:
+            raise EvalError(str(err)) from None
+
+
+def check_size(size: tuple[int, ...], source: str) -> tuple[int, int]:
+    """Return the evaluation size (H, W) or raise :class:`EvalError` naming ``source``."""
+    if len(size) != 2 or any(v <= 0 or v % 32 for v in size):
+        raise EvalError(f"{source} must be H W, positive multiples of 32, got {list(size)}")
+    if max(size) > MAX_SIDE:
+        raise EvalError(f"{source} {size[0]}x{size[1]} is larger than {MAX_SIDE} pixels on a "
+                        "side; refused before allocating frames that size (pass a smaller "
+                        "--size)")
+    return int(size[0]), int(size[1])
+
+
+def is_legacy_render(folder: Path) -> bool:
+    """Return True if ``folder`` looks like a ``render/`` written before output markers."""
+    return all(p.is_file() and p.suffix in (".mp4", ".png") for p in folder.iterdir())
 
 
 @dataclass
@@ -88,6 +154,10 @@ def load_checkpoints(paths: list[str], info: DatasetInfo,
             model, meta, kind = load_video_model(path, map_location=device)
         except ArtifactError as err:
             raise EvalError(str(err)) from None
+        if meta.model.preset not in PRESETS:
+            raise EvalError(f"{path}: model.preset {meta.model.preset!r} is not one of "
+                            f"{', '.join(sorted(PRESETS))}; the artifact was not written by "
+                            "ssp_train or its metadata was edited")
         check_class_set(path, meta, info.class_set, info.root)
         loaded.append(LoadedCheckpoint(path, model, meta, kind, _label(path)))
     stats = {(tuple(c.meta.mean), tuple(c.meta.std)) for c in loaded}
@@ -184,9 +254,8 @@ def _render_plan(ckpts: list[LoadedCheckpoint], args: argparse.Namespace, out: P
 def open_split(args: argparse.Namespace, ckpts: list[LoadedCheckpoint]
                ) -> tuple[DatasetInfo, tuple[int, int], list[ClipSequence]]:
     """Return the dataset description, the evaluation size (H, W) and the clips to run."""
-    size = tuple(args.size) if args.size else tuple(ckpts[0].meta.input_size)
-    if len(size) != 2 or any(v <= 0 or v % 32 for v in size):
-        raise EvalError(f"--size must be H W, positive multiples of 32, got {list(size)}")
+    size = check_size(tuple(args.size) if args.size else tuple(ckpts[0].meta.input_size),
+                      "--size" if args.size else f"input_size of {ckpts[0].path}")
     try:
         data = SequenceDataset(args.data, args.split, size=size)
     except (FileNotFoundError, ValueError) as err:
@@ -194,7 +263,7 @@ def open_split(args: argparse.Namespace, ckpts: list[LoadedCheckpoint]
     clips = list(data)[:args.max_clips or None]
     if not clips:
         raise EvalError(f"split {args.split!r} of {args.data} has no clips")
-    return data.info, (int(size[0]), int(size[1])), clips
+    return data.info, size, clips
 
 
 def check_homography_source(args: argparse.Namespace, ckpts: list[LoadedCheckpoint],
@@ -230,6 +299,7 @@ def write_outputs(args: argparse.Namespace, results: list[ModelResult], info: di
 
 def evaluate(args: argparse.Namespace) -> list[ModelResult]:
     """Run the evaluation the arguments describe; write the outputs and return the results."""
+    check_arguments(args)
     device = _device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -255,9 +325,21 @@ def evaluate(args: argparse.Namespace) -> list[ModelResult]:
     flops_frames = [to_frame(clips[0].frame(i)) for i in
                     range(min(len(clips[0]), settings.flops_skip + settings.flops_frames))]
     clip_iter = ((c.name, itertools.islice(c, args.max_frames or None)) for c in clips)
-    results = run_evaluation(entries, clip_iter, to_frame, settings, flow, device,
-                             flops_frames, render=_render_plan(ckpts, args, Path(args.out), info),
-                             progress=not args.no_progress)
+    render = _render_plan(ckpts, args, Path(args.out), info)
+    # The renderings are staged: an error or Ctrl-C leaves <out>/render as it was.
+    with (staged_dir(render.out_dir, RENDER_TOOL, force=True, legacy=is_legacy_render)
+          if render else contextlib.nullcontext()) as stage:
+        if render:
+            render = dataclasses.replace(render, out_dir=stage)
+        results = run_evaluation(entries, clip_iter, to_frame, settings, flow, device,
+                                 flops_frames, render=render, progress=not args.no_progress)
+        _write_report(args, results, info, clips, size, flow_name, device)
+    return results
+
+
+def _write_report(args: argparse.Namespace, results: list[ModelResult], info: DatasetInfo,
+                  clips: list[ClipSequence], size: tuple[int, int], flow_name: str,
+                  device: torch.device) -> None:
     report_info = {
         "dataset": {"root": str(info.root), "split": args.split, "source": info.source,
                     "class_set": info.class_set.to_dict(), "clips": len(clips)},
@@ -266,13 +348,12 @@ def evaluate(args: argparse.Namespace) -> list[ModelResult]:
                      "device": str(device), "threads": torch.get_num_threads(),
                      "max_frames": args.max_frames, "units": "scores in %, GFLOPs per frame"}}
     write_outputs(args, results, report_info, device)
-    return results
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``ssp_eval`` argument parser."""
-    p = argparse.ArgumentParser(prog="ssp_eval", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(prog="ssp_eval", description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", nargs="+", required=True,
                    help="artifacts to evaluate (SSP or baseline .safetensors)")
     p.add_argument("--data", required=True, help="prepared dataset root (with dataset.json)")
@@ -314,15 +395,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run(args: argparse.Namespace) -> int:
+    evaluate(args)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``ssp_eval``; return the exit status (2 on bad input, with the reason)."""
     args = build_parser().parse_args(argv)
-    try:
-        evaluate(args)
-    except EvalError as err:
-        print(f"ssp_eval: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    # DataError: a dataset file found unreadable mid-run (named in the message).
+    return run_main(lambda: _run(args), "ssp_eval",
+                    usage_errors=(EvalError, DataError, FileNotFoundError),
+                    interrupted=f"no report written ({args.out} is as before)")
 
 
 if __name__ == "__main__":

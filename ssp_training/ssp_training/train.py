@@ -28,6 +28,7 @@ from typing import Any
 
 from safetensors.torch import load_file
 from ssp_perception.classes import ClassSet
+from ssp_perception.cli import ArgumentParser, run_main
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -42,20 +43,17 @@ from .distributed import (barrier, broadcast_buffers, DistInfo, gather_fingerpri
 from .kd import KDImageTask, KDSSPTask
 from .model_kinds import get_model_kind, ModelKind
 from .preflight import preflight, PreflightResult
-from .recipes import dump_recipe, load_recipe, Recipe, RecipeError
+from .recipes import load_recipe, Recipe, RecipeError
+from .run_folder import prepare_run_dir
 from .runlog import plot_curves, RunLog
 from .schedule import build_scheduler, WarmupCosine
 from .tasks import BatchFlow, SupervisedTask
 from .train_data import BatchHomography, build_train_dataset
 from .validate import validate
 
-RECIPE_COPY = "recipe.yaml"
 FINAL_MODEL = "model.safetensors"
 SUMMARY = "summary.json"
 REPLICAS = "replicas.json"
-# What a resumed run may change: how it runs and validates, not what it trains.
-RESUME_MAY_CHANGE = ("run.threads", "run.device", "run.log_every", "run.plot",
-                     "data.workers", "val.", "description")
 
 
 @dataclass
@@ -402,36 +400,6 @@ class Trainer:
         return summary
 
 
-def _prepare_run_dir(recipe: Recipe, resume: bool, info: DistInfo) -> None:
-    run_dir = recipe.out_dir
-    saved = run_dir / RECIPE_COPY
-    has_ckpt = (run_dir / "checkpoints" / "latest.json").is_file()
-    if has_ckpt and not resume:
-        raise RecipeError(f"run folder {run_dir} already holds a checkpoint; pass --resume to "
-                          "continue it, or set run.out_dir to a new folder")
-    if resume and saved.is_file():
-        a, b = _flatten(load_recipe(saved).to_dict()), _flatten(recipe.to_dict())
-        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
-                      and not k.startswith(RESUME_MAY_CHANGE))
-        if diff:
-            raise RecipeError(f"--resume with a recipe that differs from {saved} in {diff}; "
-                              "resume with the same recipe and overrides")
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        dump_recipe(recipe, saved)
-    barrier(info)
-
-
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def fit(recipe_path: str, overrides: list[str], resume: bool) -> dict[str, Any]:
     """Train the recipe at ``recipe_path`` (with ``overrides``); return the run summary."""
     recipe = load_recipe(recipe_path, overrides)
@@ -440,7 +408,7 @@ def fit(recipe_path: str, overrides: list[str], resume: bool) -> dict[str, Any]:
         if recipe.run.threads:
             torch.set_num_threads(recipe.run.threads)
         pre = preflight(recipe, world_size=info.world_size)
-        _prepare_run_dir(recipe, resume, info)
+        prepare_run_dir(recipe, resume, info)
         trainer = Trainer(recipe, info, pre, resume)
         if trainer.state.epoch >= recipe.optim.last_epoch:
             return trainer.finish()
@@ -450,7 +418,7 @@ def fit(recipe_path: str, overrides: list[str], resume: bool) -> dict[str, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ssp_train", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="ssp_train", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     f = sub.add_parser("fit", help="train a model from a recipe")
     f.add_argument("--recipe", required=True, help="recipe YAML (ssp_training/configs/*.yaml)")
@@ -466,33 +434,32 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "fit":
+        summary = fit(args.recipe, args.overrides, args.resume)
+        if int(os.environ.get("RANK", "0")) != 0:
+            return 0
+        final = summary.get("final_val", {})
+        shown = {k: final[k] for k in ("miou", "tc") if k in final}
+        print(f"[ssp_train] done: {summary['epochs']} epochs, {summary['steps']} steps, "
+              f"val {shown}", flush=True)
+    elif args.command == "check":
+        recipe = load_recipe(args.recipe, args.overrides)
+        pre = preflight(recipe, world_size=int(os.environ.get("WORLD_SIZE", "1")))
+        print(f"[ssp_train] {recipe.name}: OK ({pre.describe()})")
+    else:
+        from .logits import export_from_args
+        export_from_args(args)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``ssp_train`` command line; return the process exit code."""
     args = _parser().parse_args(argv)
-    try:
-        if args.command == "fit":
-            summary = fit(args.recipe, args.overrides, args.resume)
-            if int(os.environ.get("RANK", "0")) != 0:
-                return 0
-            final = summary.get("final_val", {})
-            shown = {k: final[k] for k in ("miou", "tc") if k in final}
-            print(f"[ssp_train] done: {summary['epochs']} epochs, {summary['steps']} steps, "
-                  f"val {shown}", flush=True)
-        elif args.command == "check":
-            recipe = load_recipe(args.recipe, args.overrides)
-            pre = preflight(recipe, world_size=int(os.environ.get("WORLD_SIZE", "1")))
-            print(f"[ssp_train] {recipe.name}: OK ({pre.describe()})")
-        else:
-            from .logits import export_from_args
-            export_from_args(args)
-    except (ValueError, OSError, CheckpointError) as err:
-        # RecipeError and ArtifactError are ValueErrors: bad input, explained, no traceback.
-        print(f"ssp_train: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("ssp_train: interrupted; continue with --resume", file=sys.stderr)
-        return 130
-    return 0
+    # RecipeError and ArtifactError are ValueErrors: bad input, explained, no traceback.
+    return run_main(lambda: _run(args), "ssp_train",
+                    usage_errors=(ValueError, OSError, CheckpointError),
+                    interrupted="continue with --resume")
 
 
 __all__ = ["Trainer", "TrainState", "build_task", "fit", "init_weights", "main"]

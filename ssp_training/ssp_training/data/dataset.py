@@ -158,9 +158,9 @@ def load_homography(frame: Path, size: tuple[int, int] | None = None,
                     stored_size: tuple[int, int] | None = None) -> np.ndarray:
     """Return the stored prev -> this homography of a frame, moved to ``size`` if given."""
     h = files.read_npy(sibling(frame, "registration")).astype(np.float64)
-    if h.shape != (3, 3):
-        raise ValueError(f"{sibling(frame, 'registration')}: expected a 3x3 array, got "
-                         f"{h.shape}")
+    if h.shape != (3, 3) or not np.isfinite(h).all() or h[2, 2] == 0:
+        raise files.DataError(f"{sibling(frame, 'registration')}: expected a finite 3x3 "
+                              f"homography with h[2, 2] != 0, got shape {h.shape}")
     if size is not None and stored_size is not None and tuple(size) != tuple(stored_size):
         t = resize_transform(stored_size, size)
         h = t @ h @ np.linalg.inv(t)
@@ -177,8 +177,12 @@ def load_flow(frame: Path, size: tuple[int, int] | None = None
     path = sibling(frame, "flow")
     data = files.read_npz(path)
     if "bwd" not in data or "occ" not in data:
-        raise ValueError(f"{path}: expected arrays 'bwd' and 'occ', found {sorted(data)}")
+        raise files.DataError(f"{path}: expected arrays 'bwd' and 'occ', found {sorted(data)}")
     bwd, occ = data["bwd"].astype(np.float32), data["occ"].astype(np.uint8)
+    if bwd.ndim != 3 or bwd.shape[2] != 2 or occ.shape != bwd.shape[:2] \
+            or not np.isfinite(bwd).all():
+        raise files.DataError(f"{path}: expected finite 'bwd' (H, W, 2) and 'occ' (H, W), got "
+                              f"{bwd.shape} and {occ.shape}")
     if size is not None and tuple(size) != bwd.shape[:2]:
         (h0, w0), (h, w) = bwd.shape[:2], size
         bwd = cv2.resize(bwd, (w, h), interpolation=cv2.INTER_NEAREST_EXACT)
@@ -231,7 +235,7 @@ def load_logits(path: str | Path) -> np.ndarray:
     """Return teacher logits saved by :func:`save_logits` as (C, h, w) float32."""
     data = files.read_npz(path)
     if "logits" not in data or data["logits"].ndim != 3:
-        raise ValueError(f"{path}: expected one (C, h, w) array named 'logits'")
+        raise files.DataError(f"{path}: expected one (C, h, w) array named 'logits'")
     return data["logits"].astype(np.float32)
 
 

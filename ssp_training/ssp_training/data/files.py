@@ -20,6 +20,11 @@ import zipfile
 import cv2
 import numpy as np
 
+
+class DataError(ValueError):
+    """A dataset file that cannot be read or holds the wrong kind of data (names the file)."""
+
+
 # Fixed zip member timestamp (the zip epoch) so .npz bytes depend on the arrays only.
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 # PNG settings of the dataset writers, measured on 384x640 synthetic frames: for noisy RGB
@@ -91,12 +96,12 @@ def decode_image(data: bytes, name: str, grayscale: bool = False) -> np.ndarray:
     flags = cv2.IMREAD_UNCHANGED if grayscale else cv2.IMREAD_COLOR
     img = cv2.imdecode(buf, flags) if buf.size else None
     if img is None:
-        raise ValueError(f"{name}: not a readable image (empty, truncated or unknown format)")
+        raise DataError(f"{name}: not a readable image (empty, truncated or unknown format)")
     if grayscale:
         if img.ndim != 2:
-            raise ValueError(f"{name}: expected a single-channel image, got shape {img.shape}")
+            raise DataError(f"{name}: expected a single-channel image, got shape {img.shape}")
         if img.dtype != np.uint8:
-            raise ValueError(f"{name}: expected 8-bit values, got {img.dtype}")
+            raise DataError(f"{name}: expected 8-bit values, got {img.dtype}")
         return img
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
@@ -144,9 +149,23 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
         raise FileNotFoundError(f"array file not found: {path}")
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+            arrays = {k: data[k] for k in data.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as err:
-        raise ValueError(f"{path}: not a readable .npz file ({err})") from err
+        raise DataError(f"{path}: not a readable .npz file ({_first_line(err)})") from None
+    for name, arr in arrays.items():
+        _check_numeric(arr, f"{path}: array {name!r}")
+    return arrays
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def _check_numeric(arr: np.ndarray, what: str) -> np.ndarray:
+    # Objects are refused by allow_pickle=False already; strings or complex would fail later.
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{what} holds {arr.dtype} values; expected numbers")
+    return arr
 
 
 def write_npy(path: str | Path, array: np.ndarray) -> Path:
@@ -162,6 +181,7 @@ def read_npy(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"array file not found: {path}")
     try:
-        return np.load(path, allow_pickle=False)
+        arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
-        raise ValueError(f"{path}: not a readable .npy file ({err})") from err
+        raise DataError(f"{path}: not a readable .npy file ({_first_line(err)})") from None
+    return _check_numeric(arr, str(path))
