@@ -53,3 +53,10 @@ def test_backwards_stamps_restart_and_pauses_are_not_loss():
 def test_add_returns_the_frames_found_missing():
     c = _count(np.arange(10) / 10.0)
     assert c.add(1.3) == 3 and c.missing == 3
+
+
+def test_after_a_pause_a_new_rate_is_learned_anew():
+    stamps = list(np.arange(40) / 20.0)                       # 20 Hz
+    stamps += list(10.0 + np.arange(40) / 10.0)               # 8 s pause, then 10 Hz
+    c = _count(stamps)
+    assert c.missing == 0 and math.isclose(c.period_s, 0.1)

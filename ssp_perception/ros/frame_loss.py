@@ -76,7 +76,11 @@ class FrameLossCounter:
         interval = stamp_s - last
         period = self.period_s
         if math.isfinite(period) and interval > _PAUSE_PERIODS * period:
-            return 0     # a pause: neither loss nor a sample of the period
+            # A pause: neither loss nor a sample of the period. The camera may come back at
+            # another rate, so the period is learned anew.
+            self._intervals.clear()
+            self._uncounted.clear()
+            return 0
         self._intervals.append(interval)
         self._uncounted.append(interval)
         period = self.period_s
