@@ -94,7 +94,8 @@ class InputSubscription:
         """Return the policy and why: "auto: reliable", "best_effort", "reliable (qos_overrides)"."""
         if self.pinned:
             return f"{self.reliability} (qos_overrides)"
-        return self.reliability if self.mode == self.reliability else f"auto: {self.reliability}"
+        reliability = self.reliability
+        return reliability if self.mode == reliability else f"auto: {reliability}"
 
     def update(self) -> str | None:
         """Look at the publishers; re-create the subscription if needed; return a log line.
