@@ -10,9 +10,9 @@ from ssp_msgs.msg import SegmentationStatus
 from ssp_msgs.srv import ResetStreams
 
 from ssp_perception.ros.node import main, SegmentationNode, StartupError
-import torch
 import test_node_harness as th
 from test_node_harness import frames, image_msg, NodeHarness
+import torch
 
 # Fixtures shared with test_node.py.
 ros_context = th.ros_context
