@@ -114,7 +114,7 @@ class ManagedProcess:
         return self.call(self._get, GetState.Request()).current_state.label
 
     def transition(self, transition_id):
-        """Request a transition (change_state); return whether it succeeded."""
+        """Request a transition through change_state; return whether it succeeded."""
         request = ChangeState.Request(transition=Transition(id=transition_id))
         return self.call(self._change, request).success
 
@@ -247,8 +247,8 @@ def test_bad_model_path_fails_configure_and_leaves_the_node_unconfigured(managed
     assert m.set_parameter("model_path", str(tiny_artifact)).successful
     assert m.transition(Transition.TRANSITION_CONFIGURE), m.output()
     status, _ = m.model_diagnostic(lambda v: v.get("lifecycle_state") == "inactive")
-    assert status.level == status.OK and not dict(
-        (kv.key, kv.value) for kv in status.values)["last_transition_error"]
+    assert status.level == status.OK
+    assert not {kv.key: kv.value for kv in status.values}["last_transition_error"]
     assert m.transition(Transition.TRANSITION_INACTIVE_SHUTDOWN), m.output()
     assert m.wait_exit() == 0, m.output()
     assert "finalized from inactive" in m.output() and "Traceback" not in m.output()

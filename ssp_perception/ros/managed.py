@@ -96,7 +96,7 @@ class ManagedNodeMixin:
 
     @property
     def loaded(self) -> bool:
-        """Return True while a model is loaded (configured: inactive or active)."""
+        """Return True while a model is loaded: the node is configured (inactive or active)."""
         return hasattr(self, "segmenter")
 
     # -- transitions -------------------------------------------------------------------------
