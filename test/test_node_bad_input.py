@@ -8,11 +8,11 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from ssp_msgs.msg import SegmentationStatus
 from ssp_msgs.srv import ResetStreams
-import torch
 
 from ssp_perception.ros.node import main, SegmentationNode, StartupError
 import test_node_harness as th
 from test_node_harness import frames, image_msg, NodeHarness
+import torch
 
 # Fixtures shared with test_node.py.
 ros_context = th.ros_context

@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from ..cli import run_main
+
 QOS_CHOICES = ("reliable", "best_effort")
 SIDES = ("both", "publisher", "subscriber")
 # Fast DDS 3 (Kilted on) reads the first name, Fast DDS 2 (Humble, Iron, Jazzy) the second;
@@ -231,7 +233,10 @@ def measure(case: Case, topic: str = _TOPIC, depth: int = 1,
             _role_command(["publish", "--topic", topic, "--size", size,
                            "--rate", str(case.rate_hz), "--duration", str(case.duration_s),
                            "--qos", case.pub_qos]),
-            env=pub_env, capture_output=True, text=True, timeout=timeout_s, check=True)
+            env=pub_env, capture_output=True, text=True, timeout=timeout_s)
+        if pub.returncode != 0:
+            last = (pub.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"the publisher process failed ({pub.returncode}): {last}")
         time.sleep(0.5)
         received_text, _ = sub.communicate("stop\n", timeout=timeout_s)
     finally:
@@ -296,6 +301,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one role, one measurement, or the matrix; print JSON to stdout."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    return run_main(lambda: _run(parser, args), "delivery",
+                    runtime_errors=(RuntimeError, subprocess.SubprocessError),
+                    interrupted="measurement abandoned")
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.rate <= 0 or args.duration <= 0 or args.depth < 1:
         parser.error("--rate and --duration must be positive and --depth at least 1")
     if args.role == "publish":

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 import copy
+import time
 from typing import Any
 
 from rclpy.event_handler import SubscriptionEventCallbacks
@@ -24,6 +25,8 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSPolicyKind, QoSProfil
                        ReliabilityPolicy)
 from rclpy.qos_overriding_options import QoSOverridingOptions
 
+# Longest overlap of the old and the new subscription when the reliability changes.
+HANDOVER_S = 2.0
 _POLICY = {"reliable": ReliabilityPolicy.RELIABLE, "best_effort": ReliabilityPolicy.BEST_EFFORT}
 
 
@@ -72,6 +75,12 @@ class InputSubscription:
         self.publishers = "no publishers"
         """The last discovered publishers and their QoS (log line, diagnostics)."""
         self._seen: tuple[Any, ...] | None = None
+        # Make before break: the old subscription stays until the new one has matched the
+        # publishers, and a frame that comes through both is delivered once.
+        self._retiring: Any = None
+        self._retire_when = 0
+        self._retire_by = 0.0
+        self._last_stamp: tuple[int, int] | None = None
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                          reliability=choose_reliability(mode, ()),
                          durability=DurabilityPolicy.VOLATILE)
@@ -91,16 +100,18 @@ class InputSubscription:
         return policy_name(self.subscription.qos_profile.reliability)
 
     def describe(self) -> str:
-        """Return the policy and why: "auto: reliable", "best_effort", "reliable (qos_overrides)"."""
+        """Return the policy and why, e.g. "auto: reliable" or "reliable (qos_overrides)"."""
         if self.pinned:
             return f"{self.reliability} (qos_overrides)"
-        return self.reliability if self.mode == self.reliability else f"auto: {self.reliability}"
+        reliability = self.reliability
+        return reliability if self.mode == reliability else f"auto: {reliability}"
 
     def update(self) -> str | None:
         """Look at the publishers; re-create the subscription if needed; return a log line.
 
         Returns None when neither the publishers nor the policy changed.
         """
+        self._retire()
         infos = self._node.get_publishers_info_by_topic(self.topic)
         seen = tuple(sorted((bytes(i.endpoint_gid), i.node_name, i.node_namespace,
                              int(i.qos_profile.reliability)) for i in infos))
@@ -113,23 +124,44 @@ class InputSubscription:
         if changed:
             qos = copy.copy(self.subscription.qos_profile)
             qos.reliability = want
-            old = self.subscription
+            if self._retiring is not None:
+                self._node.destroy_subscription(self._retiring)
+            self._retiring = self.subscription
+            self._retire_when, self._retire_by = len(infos), time.monotonic() + HANDOVER_S
             self.subscription = self._create(self.topic, qos, QoSOverridingOptions(
                 (QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH)))
-            self._node.destroy_subscription(old)
         return (f"{self.topic}: {self.publishers}; input reliability {self.describe()}"
                 + (" (subscription re-created)" if changed else ""))
+
+    def _retire(self) -> None:
+        """Destroy the old subscription once the new one hears the publishers (or after 2 s)."""
+        if self._retiring is None:
+            return
+        if (self.subscription.get_publisher_count() >= self._retire_when
+                or time.monotonic() > self._retire_by):
+            self._node.destroy_subscription(self._retiring)
+            self._retiring = None
+
+    def _deliver(self, msg: Any) -> None:
+        stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        if self._retiring is not None and self._last_stamp is not None and (
+                stamp <= self._last_stamp):
+            return   # the same frame through the other subscription of a handover
+        self._last_stamp = stamp
+        self._callback(msg)
 
     def _create(self, topic: str, qos: QoSProfile, overrides: QoSOverridingOptions) -> Any:
         events = SubscriptionEventCallbacks(incompatible_qos=self._incompatible,
                                             matched=lambda _info: self._node_update())
-        return self._node.create_subscription(self._msg_type, topic, self._callback, qos,
+        return self._node.create_subscription(self._msg_type, topic, self._deliver, qos,
                                               event_callbacks=events,
                                               qos_overriding_options=overrides)
 
     def _incompatible(self, info: Any) -> None:
-        self._on_incompatible(info)
+        before = self.subscription
         self._node_update()
+        if self.subscription is before:     # auto did not resolve it: the user must
+            self._on_incompatible(info)
 
     def _node_update(self) -> None:
         line = self.update()

@@ -35,6 +35,7 @@ from ssp_perception.config import PRESETS
 from ssp_perception.files import load_tensor_file, staged_dir
 from ssp_perception.models import SSPModel
 from ssp_perception.registration import RegistrationConfig
+from ssp_perception.streaming import NonFiniteOutputError
 import torch
 from torch import nn
 
@@ -404,8 +405,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``ssp_eval``; return the exit status (2 on bad input, with the reason)."""
     args = build_parser().parse_args(argv)
     # DataError: a dataset file found unreadable mid-run (named in the message).
+    # NonFiniteOutputError: the model gives NaN or inf, so there is nothing to score.
     return run_main(lambda: _run(args), "ssp_eval",
-                    usage_errors=(EvalError, DataError, FileNotFoundError),
+                    usage_errors=(EvalError, DataError, FileNotFoundError,
+                                  NonFiniteOutputError),
                     interrupted=f"no report written ({args.out} is as before)")
 
 

@@ -19,7 +19,8 @@ The contract a kind fulfils (what the trainer and the validator call):
   raw image-model logits of the previous frame.
 - ``predict_clip(model, frames) -> iterator``: inference over one clip in order, batch 1.
   ``frames`` yields ``(image (1, 3, H, W) normalised, homography (1, 3, 3) previous -> current
-  or None for the first frame)``; it yields the (1, C, H, W) logits of every frame.
+  or None for the first frame and where registration failed)``; it yields the (1, C, H, W)
+  logits of every frame.
 - ``save(path, model, class_set, provenance, half)``: writes the artifact (default
   ``ssp_perception.artifact.save_artifact``; baselines mark theirs with ``save_baseline``).
   The trainer puts ``model_kind`` into the provenance, so ``model.init`` knows what it holds.
@@ -39,8 +40,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ssp_perception.artifact import save_artifact
+from ssp_perception.backends.torch_backend import TorchBackend
 from ssp_perception.config import ModelConfig
 from ssp_perception.models import create_model, SSPModel
+from ssp_perception.streaming import advance, NonFiniteOutputError, StepConfig, StepState
 import torch
 from torch import nn
 
@@ -102,16 +105,21 @@ def _ssp_forward(model: SSPModel, batch: dict) -> dict:
 
 @torch.no_grad()
 def _ssp_predict(model: SSPModel, frames: Frames) -> Iterator[torch.Tensor]:
-    """Run SSP recurrently (SSP_SPEC §2.7): the state is the *fused* previous output."""
-    prev_logits = prev_feat = None
+    """Run SSP recurrently through the node's streaming step (SSP_SPEC §2.7).
+
+    The state is the *fused* previous output. A frame whose homography is None after the
+    first is a failed registration: the state is reset (the step's default policy), exactly
+    as the node and ``ssp_eval`` do. Non-finite logits raise ``NonFiniteOutputError``.
+    """
+    net = TorchBackend(model, device=next(model.parameters()).device)
+    # Clips carry no stamps or camera ids: only registration failure resets within a clip.
+    cfg, state = StepConfig(max_gap_s=0.0, reset_on_frame_id_change=False), StepState()
     for image, homography in frames:
-        if prev_logits is None or homography is None:
-            logits, feat = model.image_step(image)
-        else:
-            logits, feat, _ = model.step(image, prev_logits, prev_feat, homography,
-                                         torch.ones(image.shape[0], device=image.device))
-        prev_logits, prev_feat = logits, feat
-        yield model.output_logits(logits, image.shape[-2:])
+        h = None if homography is None else homography[0].double().cpu().numpy()
+        state, res = advance(net, cfg, state, image, homography=h)
+        if not res.finite:
+            raise NonFiniteOutputError("the SSP step returned non-finite logits (NaN or inf)")
+        yield model.output_logits(res.logits, image.shape[-2:])
 
 
 MODEL_KINDS: dict[str, ModelKind] = {

@@ -10,9 +10,9 @@ import threading
 import time
 from typing import Any, Sequence
 
+from diagnostic_msgs.msg import DiagnosticArray
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -140,7 +140,8 @@ class NodeRun:
                              and ros_type_name(msg_type) in (IMAGE_TYPE, STATUS_TYPE)}
         self._missing: dict[int, set[str]] = {}
         self.executor = SingleThreadedExecutor(context=context)
-        self.executor.add_node(self.node)
+        if self.node is not None:
+            self.executor.add_node(self.node)
         self.executor.add_node(self.io)
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)
         self._thread.start()
