@@ -180,7 +180,7 @@ class SegmentationNode(Node):
             self.destroy_timer(timer)
         for worker in self.workers.values():
             if worker.input is not None:
-                self.destroy_subscription(worker.input.subscription)
+                worker.input.close()
                 worker.input = None
             worker.stop()
 
