@@ -148,7 +148,8 @@ def run_main(body: Callable[[], int | None], tool: str, *,
     :class:`UsageError` and ``usage_errors`` give status 2, ``runtime_errors`` status 1, each
     with ``<tool>: error: <message>``. SIGINT/SIGTERM (and ``KeyboardInterrupt``) give 130/143
     after ``body``'s own cleanup has run, with ``<tool>: interrupted; <interrupted>``;
-    ``interrupted`` may be a function, called then, that says what was kept or removed.
+    ``interrupted`` may be a function, called then, that says what was kept or removed, and a
+    cleanup that knows better may set a ``note`` attribute on the exception, which wins.
     Anything else propagates (a bug: its traceback is wanted). The signal handlers that were in
     place before are restored on return.
     """
@@ -159,9 +160,10 @@ def run_main(body: Callable[[], int | None], tool: str, *,
         try:
             code = body()
         except Interrupted as err:
-            return _interrupted(tool, err.signum, interrupted)
-        except KeyboardInterrupt:
-            return _interrupted(tool, _first or signal.SIGINT, interrupted)
+            return _interrupted(tool, err.signum, getattr(err, "note", None) or interrupted)
+        except KeyboardInterrupt as err:
+            return _interrupted(tool, _first or signal.SIGINT,
+                                getattr(err, "note", None) or interrupted)
         except (UsageError, *usage_errors) as err:
             print(f"{tool}: error: {one_line(err)}", file=sys.stderr, flush=True)
             return EXIT_USAGE

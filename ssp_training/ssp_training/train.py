@@ -29,6 +29,7 @@ from typing import Any
 from safetensors.torch import load_file
 from ssp_perception.classes import ClassSet
 from ssp_perception.cli import ArgumentParser, run_main
+from ssp_perception.files import load_tensor_file
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -44,7 +45,7 @@ from .kd import KDImageTask, KDSSPTask
 from .model_kinds import get_model_kind, ModelKind
 from .preflight import preflight, PreflightResult
 from .recipes import load_recipe, Recipe, RecipeError
-from .run_folder import prepare_run_dir
+from .run_folder import run_folder, start_run_dir
 from .runlog import plot_curves, RunLog
 from .schedule import build_scheduler, WarmupCosine
 from .tasks import BatchFlow, SupervisedTask
@@ -205,7 +206,12 @@ class Trainer:
         self.state = TrainState()
         if resume:
             self._restore()
-        self.log = RunLog(self.run_dir, self.state.step) if info.is_main else None
+        self.log: RunLog | None = None
+
+    def open_log(self) -> None:
+        """Open the CSV and TensorBoard logs (rank 0), once the run folder is set up."""
+        if self.info.is_main:
+            self.log = RunLog(self.run_dir, self.state.step)
 
     # ----------------------------------------------------------------------------- state
     def _restore(self) -> None:
@@ -400,19 +406,38 @@ class Trainer:
         return summary
 
 
+def check_weight_files(recipe: Recipe) -> None:
+    """Read every weights file the recipe names safely; raise one ``ValueError`` line if bad.
+
+    The loaders behind them (backbone, RAFT) would otherwise fail deep inside training with
+    torch's multi-line unpickling message; this names the recipe key and the file.
+    """
+    named = {"model.backbone_weights": recipe.model.backbone_weights,
+             "loss.flow_weights": recipe.loss.flow_weights
+             if recipe.loss.uses_flow and recipe.loss.flow == "raft" else "",
+             "val.flow_weights": recipe.val.flow_weights if recipe.val.flow == "raft" else ""}
+    for key, path in named.items():
+        if path:
+            load_tensor_file(path, f"recipe {key}")
+
+
 def fit(recipe_path: str, overrides: list[str], resume: bool) -> dict[str, Any]:
     """Train the recipe at ``recipe_path`` (with ``overrides``); return the run summary."""
     recipe = load_recipe(recipe_path, overrides)
+    check_weight_files(recipe)
     info = init_distributed(recipe.run.device)
     try:
         if recipe.run.threads:
             torch.set_num_threads(recipe.run.threads)
         pre = preflight(recipe, world_size=info.world_size)
-        prepare_run_dir(recipe, resume, info)
-        trainer = Trainer(recipe, info, pre, resume)
-        if trainer.state.epoch >= recipe.optim.last_epoch:
-            return trainer.finish()
-        return trainer.run()
+        with run_folder(recipe, resume, info):
+            # Every data-dependent check runs while building the trainer, before any write.
+            trainer = Trainer(recipe, info, pre, resume)
+            start_run_dir(recipe, info)
+            trainer.open_log()
+            if trainer.state.epoch >= recipe.optim.last_epoch:
+                return trainer.finish()
+            return trainer.run()
     finally:
         shutdown(info)
 
@@ -434,6 +459,10 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+_INTERRUPTED = {"fit": "continue with --resume", "check": "nothing written",
+                "export-logits": "finished frames are kept; rerun the same command to resume"}
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "fit":
         summary = fit(args.recipe, args.overrides, args.resume)
@@ -445,6 +474,7 @@ def _run(args: argparse.Namespace) -> int:
               f"val {shown}", flush=True)
     elif args.command == "check":
         recipe = load_recipe(args.recipe, args.overrides)
+        check_weight_files(recipe)
         pre = preflight(recipe, world_size=int(os.environ.get("WORLD_SIZE", "1")))
         print(f"[ssp_train] {recipe.name}: OK ({pre.describe()})")
     else:
@@ -459,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     # RecipeError and ArtifactError are ValueErrors: bad input, explained, no traceback.
     return run_main(lambda: _run(args), "ssp_train",
                     usage_errors=(ValueError, OSError, CheckpointError),
-                    interrupted="continue with --resume")
+                    interrupted=_INTERRUPTED[args.command])
 
 
 __all__ = ["Trainer", "TrainState", "build_task", "fit", "init_weights", "main"]
