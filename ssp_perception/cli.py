@@ -123,6 +123,16 @@ def reset_signal_state() -> None:
     _first, _count, _late = None, 0, False
 
 
+def _end_progress_bars() -> None:
+    """Close progress bars still drawn (tqdm, if loaded) so our line starts on its own line."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ()) or ()):
+        try:
+            bar.close()
+        except Exception:  # noqa: BLE001 - a bar that cannot close must not hide the error
+            pass
+
+
 def _flush() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -165,9 +175,11 @@ def run_main(body: Callable[[], int | None], tool: str, *,
             return _interrupted(tool, _first or signal.SIGINT,
                                 getattr(err, "note", None) or interrupted)
         except (UsageError, *usage_errors) as err:
+            _end_progress_bars()
             print(f"{tool}: error: {one_line(err)}", file=sys.stderr, flush=True)
             return EXIT_USAGE
         except runtime_errors as err:
+            _end_progress_bars()
             print(f"{tool}: error: {one_line(err)}", file=sys.stderr, flush=True)
             return EXIT_ERROR
         return EXIT_OK if code is None else int(code)
@@ -183,6 +195,7 @@ def _interrupted(tool: str, signum: int, note: Note) -> int:
         text = note() if callable(note) else note
     except Exception as err:  # noqa: BLE001 - the note must never hide the interrupt
         text = f"(could not say what was kept: {one_line(err)})"
+    _end_progress_bars()
     print(f"{tool}: interrupted; {text}", file=sys.stderr, flush=True)
     return exit_status(signum)
 

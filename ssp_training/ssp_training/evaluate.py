@@ -326,14 +326,21 @@ def evaluate(args: argparse.Namespace) -> list[ModelResult]:
                     range(min(len(clips[0]), settings.flops_skip + settings.flops_frames))]
     clip_iter = ((c.name, itertools.islice(c, args.max_frames or None)) for c in clips)
     render = _render_plan(ckpts, args, Path(args.out), info)
-    # The renderings are staged: an error or Ctrl-C leaves <out>/render as it was.
-    with (staged_dir(render.out_dir, RENDER_TOOL, force=True, legacy=is_legacy_render)
-          if render else contextlib.nullcontext()) as stage:
-        if render:
-            render = dataclasses.replace(render, out_dir=stage)
-        results = run_evaluation(entries, clip_iter, to_frame, settings, flow, device,
-                                 flops_frames, render=render, progress=not args.no_progress)
-        _write_report(args, results, info, clips, size, flow_name, device)
+    created = not Path(args.out).exists()
+    try:
+        # The renderings are staged: an error or Ctrl-C leaves <out>/render as it was.
+        with (staged_dir(render.out_dir, RENDER_TOOL, force=True, legacy=is_legacy_render)
+              if render else contextlib.nullcontext()) as stage:
+            if render:
+                render = dataclasses.replace(render, out_dir=stage)
+            results = run_evaluation(entries, clip_iter, to_frame, settings, flow, device,
+                                     flops_frames, render=render, progress=not args.no_progress)
+            _write_report(args, results, info, clips, size, flow_name, device)
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                Path(args.out).rmdir()   # only if still empty
+        raise
     return results
 
 
