@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ssp_perception.artifact import ArtifactError, read_meta
 from ssp_perception.classes import ClassSet
+from ssp_perception.files import load_tensor_file
 
 from .data.dataset import DatasetInfo, list_clips
 from .logits import read_manifest
@@ -127,7 +128,7 @@ def check_teacher(recipe: Recipe, train_clips: tuple[str, ...]) -> None:
 
 
 def check_files(recipe: Recipe, needs_homography: bool) -> None:
-    """Check the weight files the run will read exist."""
+    """Check the weight files the run will read exist and hold tensors (never unpickled)."""
     named = [("model.backbone_weights", recipe.model.backbone_weights)]
     if recipe.loss.uses_flow and recipe.loss.flow == "raft":
         named.append(("loss.flow_weights", recipe.loss.flow_weights))
@@ -141,6 +142,13 @@ def check_files(recipe: Recipe, needs_homography: bool) -> None:
         if path and path != "download" and not Path(path).is_file():
             _fail(f"{key} {path} does not exist; give the path of the weights file "
                   "(nothing is downloaded)")
+        if path and path != "download":
+            # Read it now, safely: the loaders behind these keys would otherwise fail deep in
+            # the run with torch's multi-line unpickling message.
+            try:
+                load_tensor_file(path, f"recipe {key}")
+            except ValueError as err:
+                _fail(str(err))
 
 
 def check_batch(recipe: Recipe, world_size: int) -> None:

@@ -29,7 +29,6 @@ from typing import Any
 from safetensors.torch import load_file
 from ssp_perception.classes import ClassSet
 from ssp_perception.cli import ArgumentParser, run_main
-from ssp_perception.files import load_tensor_file
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -406,25 +405,9 @@ class Trainer:
         return summary
 
 
-def check_weight_files(recipe: Recipe) -> None:
-    """Read every weights file the recipe names safely; raise one ``ValueError`` line if bad.
-
-    The loaders behind them (backbone, RAFT) would otherwise fail deep inside training with
-    torch's multi-line unpickling message; this names the recipe key and the file.
-    """
-    named = {"model.backbone_weights": recipe.model.backbone_weights,
-             "loss.flow_weights": recipe.loss.flow_weights
-             if recipe.loss.uses_flow and recipe.loss.flow == "raft" else "",
-             "val.flow_weights": recipe.val.flow_weights if recipe.val.flow == "raft" else ""}
-    for key, path in named.items():
-        if path:
-            load_tensor_file(path, f"recipe {key}")
-
-
 def fit(recipe_path: str, overrides: list[str], resume: bool) -> dict[str, Any]:
     """Train the recipe at ``recipe_path`` (with ``overrides``); return the run summary."""
     recipe = load_recipe(recipe_path, overrides)
-    check_weight_files(recipe)
     info = init_distributed(recipe.run.device)
     try:
         if recipe.run.threads:
@@ -474,7 +457,6 @@ def _run(args: argparse.Namespace) -> int:
               f"val {shown}", flush=True)
     elif args.command == "check":
         recipe = load_recipe(args.recipe, args.overrides)
-        check_weight_files(recipe)
         pre = preflight(recipe, world_size=int(os.environ.get("WORLD_SIZE", "1")))
         print(f"[ssp_train] {recipe.name}: OK ({pre.describe()})")
     else:

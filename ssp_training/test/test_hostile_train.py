@@ -86,7 +86,7 @@ def _pickle(path):
 
 @pytest.mark.parametrize("kind,needle", [("pickle", "pickled Python objects"),
                                          ("empty", "empty (0 bytes)"),
-                                         ("missing", "file not found")])
+                                         ("missing", "does not exist")])
 @pytest.mark.parametrize("key", ["model.backbone_weights", "loss.flow_weights"])
 def test_bad_weight_files(key, kind, needle, synth, tmp_path, capsys):
     weights = tmp_path / "weights.pth"
@@ -100,7 +100,7 @@ def test_bad_weight_files(key, kind, needle, synth, tmp_path, capsys):
     before = snapshot(tmp_path)
     rc, err = _fit(capsys, synth, tmp_path / "run", *extra)
     assert rc == 2
-    assert_one_error_line(err, "ssp_train", f"recipe {key}", needle)
+    assert_one_error_line(err, "ssp_train", key, str(weights), needle)
     assert snapshot(tmp_path) == before
 
 
