@@ -32,7 +32,7 @@ from ssp_perception.artifact import ArtifactError, ArtifactMeta
 from ssp_perception.classes import ClassSet
 from ssp_perception.cli import ArgumentParser, run_main
 from ssp_perception.config import PRESETS
-from ssp_perception.files import load_tensor_file, staged_dir
+from ssp_perception.files import check_output_target, load_tensor_file, OutputError, staged_dir
 from ssp_perception.models import SSPModel
 from ssp_perception.registration import RegistrationConfig
 import torch
@@ -86,6 +86,11 @@ def check_arguments(args: argparse.Namespace) -> None:
                         "reports there)")
     if not _existing_ancestor(out).is_dir():
         raise EvalError(f"--out {out}: {_existing_ancestor(out)} is a file, not a folder")
+    if args.render:
+        try:
+            check_output_target(out / "render", RENDER_TOOL, True, legacy=is_legacy_render)
+        except OutputError as err:
+            raise EvalError(str(err)) from None
     if args.json:
         report = Path(args.json)
         if report.is_dir() or args.json.endswith(("/", os.sep)):
