@@ -93,6 +93,12 @@ def check_output_target(path: str | os.PathLike, tool: str, force: bool,
     """
     path = Path(path)
     if not path.exists() and not path.is_symlink():
+        above = path.parent
+        while not above.exists() and above != above.parent:
+            above = above.parent
+        if not above.is_dir():
+            raise OutputError(f"{path}: {above} is a file, not a folder; {tool} cannot create "
+                              "its output under it")
         return path
     if path.is_symlink() or not path.is_dir():
         raise OutputError(f"{path}: exists and is not a folder; {tool} writes a folder there "
