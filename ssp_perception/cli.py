@@ -1,18 +1,14 @@
 """How every command-line tool ends: one line on bad input, one exit status per signal.
 
-Both packages' tools (``ssp_train``, ``ssp_eval``, ``ssp_export``, ``ssp_data``, ``ssp_node``,
-``ssp_replay``, ``ssp_bench``) end through :func:`run_main`:
+The tools of both packages end through :func:`run_main` (``ssp_data``, ``ssp_train``,
+``ssp_eval`` and ``ssp_export`` do; the ROS tools are to follow):
 
-============================  ======  =====================================================
-what happened                 status  what the tool prints on stderr
-============================  ======  =====================================================
-success                       0       its normal output
-runtime error                 1       ``<tool>: error: <reason>``
-bad input (:class:`UsageError`  2     ``<tool>: error: <reason>`` (argparse errors too,
-or a tool's own input errors)         through :class:`ArgumentParser`), never a traceback
-SIGINT (Ctrl-C)               130     ``<tool>: interrupted; <what was kept or removed>``
-SIGTERM (``kill``, CI limits) 143     the same line
-============================  ======  =====================================================
+- success: status 0, the tool's normal output;
+- runtime error: status 1, ``<tool>: error: <reason>``;
+- bad input (:class:`UsageError`, a tool's own input errors, argparse errors through
+  :class:`ArgumentParser`): status 2, one line ``<tool>: error: <reason>``, never a traceback;
+- SIGINT (Ctrl-C): status 130, ``<tool>: interrupted; <what was kept or removed>``;
+- SIGTERM (``kill``, CI time limits): status 143, the same line.
 
 Signals: :func:`install_signal_handlers` makes SIGINT and SIGTERM raise :class:`Interrupted`
 (a ``KeyboardInterrupt``, so every ``finally`` and :func:`ssp_perception.files.staged_dir`
@@ -117,12 +113,6 @@ def restore_signal_handlers(previous: dict[int, object]) -> None:
             signal.signal(s, h)
 
 
-def reset_signal_state() -> None:
-    """Forget earlier signals (for callers that run several tools in one process: tests)."""
-    global _first, _count, _late
-    _first, _count, _late = None, 0, False
-
-
 def _end_progress_bars() -> None:
     """Close progress bars still drawn (tqdm, if loaded) so our line starts on its own line."""
     tqdm = sys.modules.get("tqdm")
@@ -224,5 +214,4 @@ def entry(tool: str, module: str, attr: str = "main") -> NoReturn:
 
 __all__ = ["ArgumentParser", "EXIT_ERROR", "EXIT_OK", "EXIT_SIGINT", "EXIT_SIGTERM",
            "EXIT_USAGE", "Interrupted", "UsageError", "entry", "exit_status",
-           "install_signal_handlers", "one_line", "reset_signal_state",
-           "restore_signal_handlers", "run_main"]
+           "install_signal_handlers", "one_line", "restore_signal_handlers", "run_main"]
