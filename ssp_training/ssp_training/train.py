@@ -442,7 +442,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-_INTERRUPTED = {"fit": "continue with --resume", "check": "nothing written",
+# What an interrupt before the run folder is set up leaves (run_folder says it after that).
+_INTERRUPTED = {"fit": "nothing written (the run had not started)", "check": "nothing written",
                 "export-logits": "finished frames are kept; rerun the same command to resume"}
 
 
