@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .base import Backend
-from ..bench import synthetic_frames
+from ..synthetic import synthetic_frames
 
 
 @dataclass(frozen=True)

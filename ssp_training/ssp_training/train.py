@@ -4,6 +4,7 @@ Usage::
 
     ssp_train fit --recipe ssp_training/configs/synth_lite_image.yaml [--resume] [key=value ...]
     ssp_train check --recipe R [key=value ...]          # preflight only, trains nothing
+    ssp_train keys          # every recipe key; ssp_train pipeline: docs/TRAINING.md
     ssp_train export-logits --teacher runs/teacher/model.safetensors --data datasets/synth
         --out runs/teacher/train_logits
     torchrun --nproc_per_node 4 -m ssp_training.train fit --recipe R     # DDP, same command
@@ -11,7 +12,9 @@ Usage::
 A run folder (``run.out_dir``, default ``runs/<name>``) receives ``recipe.yaml`` (the resolved
 recipe), ``train.csv``/``val.csv``, ``tensorboard/``, ``checkpoints/`` (one crash-safe
 checkpoint per epoch, see :mod:`ssp_training.checkpoint`), and at the end ``model.safetensors``
-(the last epoch's artifact, as the paper reports), ``summary.json`` and ``curves.png``.
+(the last epoch's artifact, as the paper reports), ``summary.json`` and ``curves.png``; the
+resume state in ``checkpoints/`` is then removed unless ``run.keep_resume_state`` is true.
+Validation scores (``val.csv``, ``summary.json``, the console) are in %, as ``ssp_eval``'s.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 
 from safetensors.torch import load_file
 from ssp_perception.classes import ClassSet
-from ssp_perception.cli import ArgumentParser, run_main
+from ssp_perception.cli import run_main
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -36,8 +39,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from .checkpoint import (CheckpointError, latest_checkpoint, load_optimizer_state,
-                         load_train_state, MODEL_FILE, optimizer_state, rng_state,
-                         save_checkpoint, set_rng_state)
+                         load_train_state, MODEL_FILE, optimizer_state, prune_checkpoints,
+                         rng_state, save_checkpoint, set_rng_state)
 from .distributed import (barrier, broadcast_buffers, DistInfo, gather_fingerprints,
                           init_distributed, mean_over_ranks, shutdown)
 from .kd import KDImageTask, KDSSPTask
@@ -48,6 +51,7 @@ from .run_folder import run_folder, start_run_dir
 from .runlog import plot_curves, RunLog
 from .schedule import build_scheduler, WarmupCosine
 from .tasks import BatchFlow, SupervisedTask
+from .train_args import build_parser, interrupted_note
 from .train_data import BatchHomography, build_train_dataset
 from .validate import validate
 
@@ -336,8 +340,8 @@ class Trainer:
 
     def _validate(self, epoch: int) -> dict[str, Any]:
         self.model.eval()
-        result = validate(self.model, self.kind, self.recipe, self.pre.val_clips,
-                          self.info.device)
+        result = _percent(validate(self.model, self.kind, self.recipe, self.pre.val_clips,
+                                   self.info.device))
         self.model.train()
         row = {"epoch": epoch, "step": self.state.step, **result}
         self.state.history.append(row)
@@ -364,7 +368,7 @@ class Trainer:
         every = self.recipe.val.every
         if self.info.is_main:
             print(f"[ssp_train] {self.recipe.name}: {self.kind.name} model, "
-                  f"{sum(p.numel() for p in self.model.parameters()) / 1e6:.2f} M params, "
+                  f"{sum(p.numel() for p in self.trainable.parameters()) / 1e6:.2f} M params, "
                   f"{len(self.dataset)} samples, {self.steps_per_epoch} steps/epoch, "
                   f"epochs {self.state.epoch + 1}..{last}, {self.init_note}, "
                   f"device {self.info.device} x{self.info.world_size}", flush=True)
@@ -399,10 +403,22 @@ class Trainer:
             os.replace(tmp, self.run_dir / SUMMARY)
             if self.recipe.run.plot:
                 plot_curves(self.run_dir)
+            if not self.recipe.run.keep_resume_state:
+                prune_checkpoints(self.run_dir)  # the artifact is all a finished run needs
             if self.log is not None:
                 self.log.close()
         barrier(self.info)
         return summary
+
+
+def _percent(result: dict[str, Any]) -> dict[str, Any]:
+    """Return validation scores in % (as ssp_eval and the paper print them)."""
+    out = dict(result)
+    for key in ("miou", "tc"):
+        out[key] = 100.0 * result[key]
+    out["per_class_iou"] = [None if v is None else 100.0 * v
+                            for v in result.get("per_class_iou", [])]
+    return out
 
 
 def fit(recipe_path: str, overrides: list[str], resume: bool) -> dict[str, Any]:
@@ -414,6 +430,10 @@ def fit(recipe_path: str, overrides: list[str], resume: bool) -> dict[str, Any]:
             torch.set_num_threads(recipe.run.threads)
         pre = preflight(recipe, world_size=info.world_size)
         with run_folder(recipe, resume, info):
+            done = recipe.out_dir / SUMMARY
+            if resume and done.is_file() and latest_checkpoint(recipe.out_dir) is None:
+                # Finished, resume state pruned: nothing to train, the artifact is there.
+                return json.loads(done.read_text(encoding="utf-8"))
             # Every data-dependent check runs while building the trainer, before any write.
             trainer = Trainer(recipe, info, pre, resume)
             start_run_dir(recipe, info)
@@ -423,28 +443,6 @@ def fit(recipe_path: str, overrides: list[str], resume: bool) -> dict[str, Any]:
             return trainer.run()
     finally:
         shutdown(info)
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="ssp_train", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
-    f = sub.add_parser("fit", help="train a model from a recipe")
-    f.add_argument("--recipe", required=True, help="recipe YAML (ssp_training/configs/*.yaml)")
-    f.add_argument("--resume", action="store_true",
-                   help="continue the run in run.out_dir from its latest checkpoint")
-    f.add_argument("overrides", nargs="*", help="dotted recipe overrides, e.g. optim.lr=1e-4")
-    c = sub.add_parser("check", help="load a recipe and run the preflight checks only")
-    c.add_argument("--recipe", required=True, help="recipe YAML")
-    c.add_argument("overrides", nargs="*", help="dotted recipe overrides")
-    from .logits import add_export_arguments
-    add_export_arguments(sub.add_parser(
-        "export-logits", help="run a teacher over every training frame and store its logits"))
-    return p
-
-
-# What an interrupt before the run folder is set up leaves (run_folder says it after that).
-_INTERRUPTED = {"fit": "nothing written (the run had not started)", "check": "nothing written",
-                "export-logits": "finished frames are kept; rerun the same command to resume"}
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -460,6 +458,12 @@ def _run(args: argparse.Namespace) -> int:
         recipe = load_recipe(args.recipe, args.overrides)
         pre = preflight(recipe, world_size=int(os.environ.get("WORLD_SIZE", "1")))
         print(f"[ssp_train] {recipe.name}: OK ({pre.describe()})")
+    elif args.command == "keys":
+        from .recipe_keys import format_keys, recipe_keys
+        print(format_keys(recipe_keys()), end="")
+    elif args.command == "pipeline":
+        from .pipeline import pipeline_from_args
+        pipeline_from_args(args)
     else:
         from .logits import export_from_args
         export_from_args(args)
@@ -468,11 +472,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``ssp_train`` command line; return the process exit code."""
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     # RecipeError and ArtifactError are ValueErrors: bad input, explained, no traceback.
     return run_main(lambda: _run(args), "ssp_train",
                     usage_errors=(ValueError, OSError, CheckpointError),
-                    interrupted=_INTERRUPTED[args.command])
+                    interrupted=interrupted_note(args.command))
 
 
 __all__ = ["Trainer", "TrainState", "build_task", "fit", "init_weights", "main"]
