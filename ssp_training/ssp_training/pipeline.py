@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import os
 from pathlib import Path
 import time
+from typing import Any, Callable
 
 from ssp_perception.artifact import read_meta
 from ssp_perception.files import atomic_write_json, atomic_write_text
@@ -190,9 +191,15 @@ def check_recipes(plan: Plan) -> None:
         raise PipelineError(f"{len(problems)} recipe problem(s):\n  - " + "\n  - ".join(problems))
 
 
-def run_fit(plan: Plan, stage: Stage, dataset: str, seed: int) -> None:
-    """Train one stage unless its run finished; resume it when it was interrupted."""
-    from .train import fit
+FitFn = Callable[[str, list[str], bool], dict[str, Any]]
+
+
+def run_fit(plan: Plan, stage: Stage, dataset: str, seed: int, fit: FitFn) -> None:
+    """Train one stage with ``fit`` unless its run finished; resume it when it was interrupted.
+
+    ``fit`` is ``ssp_training.train.fit``, handed in by the ``ssp_train`` CLI that owns this
+    command (train.py imports this module, so importing it back would be a cycle).
+    """
     run_dir = plan.run_dir(dataset, stage.name, seed)
     if (run_dir / "summary.json").is_file() and (run_dir / "model.safetensors").is_file():
         _log(f"{dataset} {stage.name} seed {seed}: done ({run_dir})")
@@ -317,7 +324,7 @@ def write_merged(plan: Plan, rows: list[MergedRow]) -> Path:
     return path
 
 
-def run_pipeline(plan: Plan) -> Path:
+def run_pipeline(plan: Plan, fit: FitFn) -> Path:
     """Run every planned stage in order, evaluate, merge; return the merged table's path."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise PipelineError("run the pipeline in one process; train a heavy stage with "
@@ -337,7 +344,7 @@ def run_pipeline(plan: Plan) -> Path:
                 if name == "teacher_logits":
                     run_export(plan, dataset)
                 else:
-                    run_fit(plan, stage, dataset, seed)
+                    run_fit(plan, stage, dataset, seed, fit)
             run_eval(plan, dataset, seed)
     path = write_merged(plan, merge(plan))
     _log(f"merged table {path} ({time.perf_counter() - t0:.0f} s)")
@@ -370,7 +377,7 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
                    help="extra ssp_eval arguments as one string: --eval-args='--flow dis'")
 
 
-def pipeline_from_args(args: argparse.Namespace) -> Path:
+def pipeline_from_args(args: argparse.Namespace, fit: FitFn) -> Path:
     """Run :func:`run_pipeline` from parsed ``pipeline`` arguments."""
     names = [n for n, _ in args.data]
     if len(set(names)) != len(names):
@@ -378,4 +385,4 @@ def pipeline_from_args(args: argparse.Namespace) -> Path:
     plan = Plan(profile=args.profile, datasets=dict(args.data), seeds=tuple(args.seeds),
                 out=Path(args.out), overrides=tuple(args.set), stages=tuple(args.stages),
                 eval_args=tuple(args.eval_args.split()))
-    return run_pipeline(plan)
+    return run_pipeline(plan, fit)

@@ -463,7 +463,7 @@ def _run(args: argparse.Namespace) -> int:
         print(format_keys(recipe_keys()), end="")
     elif args.command == "pipeline":
         from .pipeline import pipeline_from_args
-        pipeline_from_args(args)
+        pipeline_from_args(args, fit)
     else:
         from .logits import export_from_args
         export_from_args(args)
