@@ -74,6 +74,7 @@ class ArgumentParser(argparse.ArgumentParser):
 _first: int | None = None
 _count = 0
 _late = False
+_tool = ""  # the tool whose main function returned (for a signal that arrives after it)
 
 
 def exit_status(signum: int) -> int:
@@ -86,6 +87,9 @@ def _handler(signum: int, _frame: object) -> None:
     _count += 1
     if _late or _count >= 3:
         # After main returned (or on the third signal): end now, with the status decided.
+        if _first is None and _tool:
+            print(f"{_tool}: interrupted after it finished; its output is complete",
+                  file=sys.stderr)
         _flush()
         os._exit(exit_status(_first if _first is not None else signum))
     if _first is not None:
@@ -172,6 +176,12 @@ def run_main(body: Callable[[], int | None], tool: str, *,
             _end_progress_bars()
             print(f"{tool}: error: {one_line(err)}", file=sys.stderr, flush=True)
             return EXIT_ERROR
+        if _first is not None:
+            # A signal was received but its KeyboardInterrupt was swallowed on the way (a
+            # library caught it): the work ran to its end. Still end with the signal's status.
+            print(f"{tool}: interrupted; the signal came as it finished, its output is "
+                  "complete", file=sys.stderr, flush=True)
+            return exit_status(_first)
         return EXIT_OK if code is None else int(code)
     except KeyboardInterrupt:
         # A second signal raced the first one's handling above: the first one decides.
@@ -197,7 +207,7 @@ def entry(tool: str, module: str, attr: str = "main") -> NoReturn:
     through :func:`run_main`). A signal during the import ends with 130/143 and the line
     ``<tool>: interrupted; nothing was written``.
     """
-    global _late
+    global _late, _tool
     install_signal_handlers()
     try:
         main = getattr(importlib.import_module(module), attr)
@@ -205,7 +215,7 @@ def entry(tool: str, module: str, attr: str = "main") -> NoReturn:
     except KeyboardInterrupt as err:
         signum = err.signum if isinstance(err, Interrupted) else (_first or signal.SIGINT)
         code = _interrupted(tool, signum, "nothing was written")
-    _late = True
+    _tool, _late = tool, True
     if _first is not None:
         code = exit_status(_first)
     _flush()

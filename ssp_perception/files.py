@@ -152,9 +152,10 @@ def staged_dir(dest: str | os.PathLike, tool: str, force: bool = False,
     dest.parent.mkdir(parents=True, exist_ok=True)
     stage = _temp_sibling(dest, "staging")
     shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir()
-    os.chmod(stage, 0o755)
     try:
+        # Inside the try: a Ctrl-C right after the folder appears must remove it too.
+        stage.mkdir()
+        os.chmod(stage, 0o755)
         atomic_write_json(stage / OUTPUT_MARKER, {"tool": tool})
         yield stage
         if dest.exists():

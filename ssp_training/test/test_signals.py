@@ -97,7 +97,7 @@ def test_signal_at_start_up(tool, args, sig, tmp_path):
 def test_ssp_data_synth_mid_work(sig, tmp_path):
     out = tmp_path / "synth"
     proc = _start("ssp_data", "synth", "--out", str(out), "--sequences", "2", "--frames",
-                  "40", "--size", "384x640", "--quiet")
+                  "200", "--size", "384x640", "--quiet")
     status, err = _signal_when(
         proc, lambda: any(s.rglob("origin/*.png") for s in _staging(tmp_path)), sig)
     assert status == STATUS[sig]
@@ -202,7 +202,7 @@ def test_ssp_export_mid_work(sig, artifact, tmp_path):
 def test_second_signal_changes_nothing(tool, artifact, tmp_path):
     out = tmp_path / "out"
     args = (("onnx", str(artifact), "--out-dir", str(out)) if tool == "ssp_export" else
-            ("synth", "--out", str(out), "--frames", "40", "--size", "384x640", "--quiet"))
+            ("synth", "--out", str(out), "--frames", "200", "--size", "384x640", "--quiet"))
     proc = _start(tool, *args)
     status, err = _signal_when(proc, lambda: bool(_staging(tmp_path)), signal.SIGINT,
                                signal.SIGTERM)
