@@ -75,6 +75,7 @@ _first: int | None = None
 _count = 0
 _late = False
 _tool = ""  # the tool whose main function returned (for a signal that arrives after it)
+_running = False  # inside run_main's body: raise_if_interrupted may act
 
 
 def exit_status(signum: int) -> int:
@@ -96,6 +97,18 @@ def _handler(signum: int, _frame: object) -> None:
         return  # the first signal's cleanup is running: let it finish
     _first = signum
     raise Interrupted(signum)
+
+
+def raise_if_interrupted() -> None:
+    """Raise :class:`Interrupted` again if a signal came whose exception was swallowed.
+
+    The handler raises in whatever the main thread runs at that moment; where that is a
+    finaliser or a library that catches everything, Python drops the exception and the work
+    goes on. Long loops call this once per item, so such a signal still stops the work at the
+    next item instead of letting it run to its end.
+    """
+    if _running and _first is not None:
+        raise Interrupted(_first)
 
 
 def install_signal_handlers() -> dict[int, object]:
@@ -157,12 +170,16 @@ def run_main(body: Callable[[], int | None], tool: str, *,
     Anything else propagates (a bug: its traceback is wanted). The signal handlers that were in
     place before are restored on return.
     """
-    global _first, _count
+    global _first, _count, _running
     _first, _count = None, 0
     previous = install_signal_handlers()
     try:
         try:
-            code = body()
+            _running = True
+            try:
+                code = body()
+            finally:
+                _running = False
         except Interrupted as err:
             return _interrupted(tool, err.signum, getattr(err, "note", None) or interrupted)
         except KeyboardInterrupt as err:

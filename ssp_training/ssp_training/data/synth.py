@@ -27,6 +27,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 from ssp_perception.classes import IGNORE_INDEX, UAVID
+from ssp_perception.cli import raise_if_interrupted
 from ssp_perception.files import staged_dir
 from tqdm import tqdm
 
@@ -381,6 +382,7 @@ def generate_dataset(out_dir: str | Path, cfg: SynthConfig, progress: bool = Tru
                         while len(pending) > _WRITE_AHEAD:
                             pending.popleft().result()
                         bar.update(1)
+                        raise_if_interrupted()
                 while pending:
                     pending.popleft().result()
             files.write_lines(tmp / "train.txt", [clip_name(i) for i in train])
