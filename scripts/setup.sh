@@ -34,11 +34,11 @@ hash_of() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
 stamp_ok() { [[ -f "$STAMPS/$1" && "$(cat "$STAMPS/$1")" == "$2" ]]; }
 stamp_set() { mkdir -p "$STAMPS"; echo "$2" > "$STAMPS/$1"; }
 
+echo "==> [setup] ROS 2 $SSP_DISTRO: $SSP_VENV, $SSP_BUILD_BASE/, $SSP_INSTALL_BASE/, $SSP_LOG_BASE/"
 step "check the Python interpreter ($PYTHON >= 3.10 with venv)"
 "$PYTHON" -c 'import sys, venv; assert sys.version_info >= (3, 10), sys.version' \
     || { echo "need Python >= 3.10 with the venv module (Debian: apt-get install python3-venv)" >&2; false; }
 
-echo "==> [setup] ROS 2 $SSP_DISTRO: $SSP_VENV, $SSP_BUILD_BASE/, $SSP_INSTALL_BASE/, $SSP_LOG_BASE/"
 step "create the virtual environment $SSP_VENV"
 if [[ ! -x "$VENV/bin/python" ]]; then
     "$PYTHON" -m venv "$VENV"
