@@ -16,7 +16,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
         (f"share/{package_name}", ["package.xml"]),
         (f"share/{package_name}/launch", glob("launch/*.launch.py")),
-        (f"share/{package_name}/config", glob("config/*.yaml")),
+        (f"share/{package_name}/config", glob("config/*.yaml") + glob("config/*.xml")),
     ],
     install_requires=["setuptools", "numpy", "opencv-python", "torch", "torchvision", "timm",
                       "kornia", "safetensors", "pyyaml", "rosbags", "matplotlib", "tqdm"],
@@ -28,9 +28,9 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "ssp_node = ssp_perception.node:main",
-            "ssp_replay = ssp_perception.replay:main",
-            "ssp_bench = ssp_perception.bench:main",
+            "ssp_node = ssp_perception.ros.node:main",
+            "ssp_replay = ssp_perception.ros.replay.cli:main",
+            "ssp_bench = ssp_perception.tools.bench:main",
         ],
     },
 )

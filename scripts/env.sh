@@ -24,6 +24,16 @@ if source "$_ssp_root/scripts/distro.sh"; then
         export PATH
         unset _ssp_pkg
     fi
+    # ---- graph: Fast DDS transport profile for large frames (docs/NODE.md, "Input QoS and
+    # transport"); every process started from this shell, camera drivers included, gets it. A
+    # profile already set is kept. Fast DDS 3 (Kilted on) reads FASTDDS_..., Fast DDS 2 (Humble,
+    # Iron, Jazzy) FASTRTPS_... (Fast DDS 3 warns about the latter, so it is set only there).
+    export FASTDDS_DEFAULT_PROFILES_FILE="${FASTDDS_DEFAULT_PROFILES_FILE:-$_ssp_root/config/fastdds_large_frames.xml}"
+    case "$ROS_DISTRO" in
+        humble|iron|jazzy)
+            export FASTRTPS_DEFAULT_PROFILES_FILE="${FASTRTPS_DEFAULT_PROFILES_FILE:-$FASTDDS_DEFAULT_PROFILES_FILE}" ;;
+    esac
+    # ---- end graph
     unset -f ssp_strip_repo_paths
     unset _ssp_root
 else

@@ -16,12 +16,14 @@ from rosbags.rosbag2 import Writer
 from rosbags.typesys import get_typestore, Stores
 
 from ssp_perception.artifact import save_artifact
-from ssp_perception.bench import synthetic_frames
 from ssp_perception.classes import UAVID
 from ssp_perception.config import preset
 from ssp_perception.models import create_model
-from ssp_perception.replay import ensure_type, replay, ReplayConfig
-from ssp_perception.report import decode_labels
+from ssp_perception.ros.replay.bag import ensure_type
+from ssp_perception.ros.replay.config import ReplayConfig
+from ssp_perception.ros.replay.report import decode_labels
+from ssp_perception.ros.replay.run import replay
+from ssp_perception.synthetic import synthetic_frames
 
 STORES = {"jazzy": Stores.ROS2_JAZZY, "kilted": Stores.ROS2_KILTED}
 IMAGE = "sensor_msgs/msg/Image"
