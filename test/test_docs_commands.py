@@ -52,7 +52,7 @@ PACKAGES = {"ssp_perception": ("ssp_node", "ssp_replay", "ssp_bench"),
 CONSOLE_SCRIPTS = {name: pkg for pkg, names in PACKAGES.items() for name in names}
 NODES = {"ssp_node"}   # ROS nodes: ROS arguments only, no --help (it would start the node)
 # Shell plumbing around the commands: nothing to run, the paths they name are still checked.
-SHELL_WORDS = {"cd", "mkdir", "export", "source", ".", "for", "done", "while", "if", "fi"}
+SHELL_WORDS = {"cd", "mkdir", "cat", "export", "source", ".", "for", "done", "while", "if", "fi"}
 # Programs the docs print that cannot run here, and why. Their repository paths are checked.
 SKIP = {
     "ros2": "the ros2 CLI is not installable here (ros2 run / ros2 launch are resolved instead)",
@@ -61,6 +61,8 @@ SKIP = {
               "here with the same --base-paths",
     "pip": "installs packages from a registry (make setup installs the same pins)",
     "git": "clones this repository (a placeholder URL)",
+    "torchrun": "distributed training over several GPUs or hosts; the same ssp_train fit runs as "
+                "documented commands above and in the training tests",
 }
 SKIP_MODULES = {
     "venv": "creates a virtual environment (make setup does it)",
@@ -211,7 +213,7 @@ def _help_argv(words: list[str]) -> tuple[str, ...]:
     for w in words:
         if w.startswith("-") and not (w == "-m" and head in (["python"], ["python3"])):
             break
-        if w.startswith("["):
+        if w.startswith("[") or w == "...":   # optional or elided arguments
             break
         head.append(w)
     return (*head, "--help")
