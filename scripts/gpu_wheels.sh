@@ -3,7 +3,7 @@
 # scripts/gpu_check.sh to install there. The GPU machine (docs/DEPLOYMENT.md, "GPU check") has
 # Python 3.12 on x86-64 with torch, torchvision, onnx, onnxruntime, safetensors, PyYAML, tqdm,
 # psutil and OpenCV, but no kornia and no network. Versions are the pins of
-# requirements/lock.txt, so the GPU run uses the model definitions the tests use here:
+# requirements/common.txt, so the GPU run uses the model definitions the tests use here:
 #   kornia, kornia_rs  imported by ssp_perception.geometry (the SSP warp) and DISK + LightGlue;
 #   timm               the backbones (the machine's own timm version is unknown).
 # Usage: bash scripts/gpu_wheels.sh        (needs the package registry; ~5 MB)
@@ -14,9 +14,9 @@ PYTHON=${PYTHON:-python3}
 NAMES=(kornia kornia_rs timm)
 pins=()
 for name in "${NAMES[@]}"; do
-  pin=$(grep -i -E "^${name}==" requirements/lock.txt || true)
+  pin=$(grep -i -E "^${name}==" requirements/common.txt || true)
   if [ -z "$pin" ]; then
-    echo "gpu_wheels: error: no pin for $name in requirements/lock.txt" >&2
+    echo "gpu_wheels: error: no pin for $name in requirements/common.txt" >&2
     exit 2
   fi
   pins+=("$pin")

@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # One-command, idempotent set-up of the development environment (what `make setup` runs):
-#   1. a .venv in the repository with the exact versions of requirements/lock.txt
-#      (torch + torchvision CUDA builds, which also run on CPU-only machines; ROS 2 Kilted
-#      wheels for rclpy and the message packages; colcon and its extensions);
+#   1. a venv in the repository with the exact versions of requirements/<distro>.txt, which
+#      includes requirements/common.txt (torch + torchvision CUDA builds, which also run on
+#      CPU-only machines; the ROS 2 wheels for rclpy and the message packages; colcon and its
+#      extensions);
 #   2. the rosidl CMake include-path fix for the ROS wheels (see ../shared/ENVIRONMENT.md);
-#   3. `colcon build` of ssp_msgs, ssp_perception and ssp_training into install/.
+#   3. `colcon build` of ssp_msgs, ssp_perception and ssp_training.
+# The distribution comes from ROS_DISTRO: kilted (the default) builds .venv, build/, install/,
+# log/; jazzy builds .venv-jazzy, build-jazzy/, install-jazzy/, log-jazzy/ (scripts/distro.sh).
 # Every step is skipped when its inputs have not changed since it last succeeded, so a second
 # run takes seconds. A failing step stops the script with a message naming it.
 set -Eeuo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="$ROOT/.venv"
+# shellcheck source=distro.sh
+source "$ROOT/scripts/distro.sh" || exit 2
+VENV="$ROOT/$SSP_VENV"
+REQUIREMENTS=("$ROOT/requirements/common.txt" "$ROOT/$SSP_REQUIREMENTS")
 STAMPS="$VENV/.ssp-stamps"
 PYTHON="${PYTHON:-python3}"
 STEP="start"
@@ -28,25 +34,26 @@ hash_of() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
 stamp_ok() { [[ -f "$STAMPS/$1" && "$(cat "$STAMPS/$1")" == "$2" ]]; }
 stamp_set() { mkdir -p "$STAMPS"; echo "$2" > "$STAMPS/$1"; }
 
+echo "==> [setup] ROS 2 $SSP_DISTRO: $SSP_VENV, $SSP_BUILD_BASE/, $SSP_INSTALL_BASE/, $SSP_LOG_BASE/"
 step "check the Python interpreter ($PYTHON >= 3.10 with venv)"
 "$PYTHON" -c 'import sys, venv; assert sys.version_info >= (3, 10), sys.version' \
     || { echo "need Python >= 3.10 with the venv module (Debian: apt-get install python3-venv)" >&2; false; }
 
-step "create the virtual environment .venv"
+step "create the virtual environment $SSP_VENV"
 if [[ ! -x "$VENV/bin/python" ]]; then
     "$PYTHON" -m venv "$VENV"
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
 else
-    echo "    .venv exists"
+    echo "    $SSP_VENV exists"
 fi
 
-step "install the pinned Python packages (requirements/lock.txt; the first time takes minutes)"
-REQ_HASH="$(hash_of "$ROOT/requirements/lock.txt")"
+step "install the pinned Python packages ($SSP_REQUIREMENTS; the first time takes minutes)"
+REQ_HASH="$(hash_of "${REQUIREMENTS[@]}")"
 if stamp_ok pip "$REQ_HASH"; then
     echo "    up to date"
 else
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-        -r "$ROOT/requirements/lock.txt"
+        -r "$ROOT/$SSP_REQUIREMENTS"
     stamp_set pip "$REQ_HASH"
 fi
 
@@ -71,19 +78,28 @@ BUILD_INPUTS=(msg/package.xml msg/CMakeLists.txt msg/*.msg msg/srv/*.srv package
               setup.cfg ssp_training/package.xml ssp_training/setup.py ssp_training/setup.cfg)
 BUILD_HASH="$(cd "$ROOT" && { hash_of "${BUILD_INPUTS[@]}"; ls launch config ssp_training/configs \
               2>/dev/null; echo "$REQ_HASH"; } | sha256sum | cut -c1-16)"
-if stamp_ok colcon "$BUILD_HASH" && [[ -f "$ROOT/install/setup.bash" ]]; then
+if stamp_ok colcon "$BUILD_HASH" && [[ -f "$ROOT/$SSP_INSTALL_BASE/setup.bash" ]]; then
     echo "    up to date"
 else
     (
         cd "$ROOT"
+        # Nothing of another distribution's environment (a sourced env.sh) may leak into the
+        # build: colcon would chain its install folder into the new setup.bash.
+        ssp_strip_repo_paths "$ROOT"
         # shellcheck disable=SC1091
         source "$VENV/bin/activate"
         export AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV"
-        colcon build --symlink-install --base-paths . msg ssp_training \
+        colcon --log-base "$SSP_LOG_BASE" build --symlink-install \
+            --build-base "$SSP_BUILD_BASE" --install-base "$SSP_INSTALL_BASE" \
+            --base-paths . msg ssp_training \
             --event-handlers console_cohesion+ summary+ \
             --cmake-args -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF
     )
     stamp_set colcon "$BUILD_HASH"
 fi
 
-echo "==> [setup] done. Use it with:  source scripts/env.sh"
+if [[ "$SSP_DISTRO" == kilted ]]; then
+    echo "==> [setup] done. Use it with:  source scripts/env.sh"
+else
+    echo "==> [setup] done. Use it with:  ROS_DISTRO=$SSP_DISTRO source scripts/env.sh"
+fi

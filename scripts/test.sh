@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # `make test`: colcon test over the Python packages with pytest (its summary is printed), then
-# `colcon test-result --all --verbose`, which exits non-zero if any test failed.
+# `colcon test-result --all --verbose`, which exits non-zero if any test failed. ROS_DISTRO picks
+# the environment (kilted, the default, or jazzy: see scripts/distro.sh).
 set -Eeuo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+# shellcheck source=distro.sh
+source scripts/distro.sh || exit 2
 # shellcheck disable=SC1091
 set +u  # the colcon-generated setup scripts read unset variables
 source scripts/env.sh
@@ -14,12 +17,16 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST PYTHONUNBUFFERED=1 CUDA_VISIBLE_D
 # cannot feed the in-process node tests (and the tests cannot feed it).
 export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( RANDOM % 100 + 1 ))}"
 export MPLBACKEND=Agg
-rm -rf build/ssp_perception/test_results build/ssp_training/test_results
-colcon test --base-paths . msg ssp_training --packages-select ssp_perception ssp_training \
+echo "==> [test] ROS 2 $ROS_DISTRO ($SSP_VENV, $SSP_INSTALL_BASE/)"
+rm -rf "$SSP_BUILD_BASE"/ssp_perception/test_results "$SSP_BUILD_BASE"/ssp_training/test_results
+colcon --log-base "$SSP_LOG_BASE" test \
+    --build-base "$SSP_BUILD_BASE" --install-base "$SSP_INSTALL_BASE" \
+    --base-paths . msg ssp_training --packages-select ssp_perception ssp_training \
     --event-handlers console_direct+ --pytest-args -ra "$@"
 # test-result exits non-zero on any failure or error; keep its output for the closing line.
 set +e
-RESULT="$(colcon test-result --all --verbose)"
+RESULT="$(colcon --log-base "$SSP_LOG_BASE" test-result --test-result-base "$SSP_BUILD_BASE" \
+    --all --verbose)"
 RC=$?
 set -e
 echo "$RESULT"
