@@ -34,6 +34,7 @@ class FitSettings(Protocol):
     max_anisotropy: float
     max_perspective: float
     max_corner_shift: float
+    device: str
 
 
 def fit_homography(src: np.ndarray, dst: np.ndarray, size: tuple[int, int],
@@ -73,6 +74,7 @@ def kornia_ransac(src: np.ndarray, dst: np.ndarray, cfg: FitSettings
     paper recipes) is passed as it is. Ref's other kornia defaults: batches of 2048
     hypotheses (``max_iters`` = 20480 gives its 10), support-count scoring, up to 5 iterated-
     DLT local-optimisation steps on all inliers. Seeded, so one pair always gives one fit.
+    Hypotheses are verified on ``cfg.device`` (kornia refines on the CPU in any case).
     """
     # Imported here: kornia takes seconds to import and only this estimator needs it.
     import torch
@@ -83,12 +85,13 @@ def kornia_ransac(src: np.ndarray, dst: np.ndarray, cfg: FitSettings
         max_iter=max(1, math.ceil(cfg.max_iters / KORNIA_BATCH)), confidence=cfg.confidence,
         max_lo_iters=5, score_type="ransac", local_optimization="dlt", lo_sample_size=None,
         seed=0)
-    h, mask = estimator(torch.from_numpy(np.asarray(src, np.float64)),
-                        torch.from_numpy(np.asarray(dst, np.float64)))
-    h = h.numpy()
+    device = torch.device(cfg.device)
+    h, mask = estimator(torch.as_tensor(np.asarray(src, np.float64), device=device),
+                        torch.as_tensor(np.asarray(dst, np.float64), device=device))
+    h, mask = h.cpu().numpy(), mask.cpu().numpy()
     if not np.isfinite(h).all() or not mask.any() or abs(h[2, 2]) < 1e-12:
-        return None, mask.numpy()  # kornia's all-zero model: no fit
-    return h, mask.numpy()
+        return None, mask  # kornia's all-zero model: no fit
+    return h, mask
 
 
 def check_homography(h: np.ndarray, size: tuple[int, int], cfg: FitSettings) -> str:

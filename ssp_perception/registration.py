@@ -74,7 +74,7 @@ class RegistrationConfig:
     lightglue_weights: str = ""
     """LightGlue-for-DISK checkpoint (.pth or .safetensors); needed for "disk_lightglue"."""
     device: str = "cpu"
-    """Torch device of the DISK + LightGlue networks."""
+    """Torch device of the DISK + LightGlue networks and of kornia RANSAC's hypotheses."""
 
     def __post_init__(self) -> None:
         def fail(msg: str) -> None:
