@@ -5,7 +5,8 @@ estimates it from sparse features; ``homography_fit`` fits it robustly and rejec
 that cannot be camera motion:
 
 * ``OpenCVRegistrator``: ORB (default on CPU) or SIFT, 2-NN matching with Lowe's ratio test,
-  ``cv2.findHomography`` with USAC-MAGSAC (default) or RANSAC (spec §3.3).
+  ``cv2.findHomography`` with USAC-MAGSAC (default) or RANSAC (spec §3.3), or kornia's RANSAC
+  (``estimator: kornia_ransac``, the reference's estimator, spec §3.1; the paper recipes).
 * ``KorniaRegistrator``: kornia DISK + LightGlue (the reference's registrator, spec §3.1), with
   weights read only from user-given files; nothing is downloaded.
 * ``IdentityRegistrator``: always I (the "no registration" ablation, spec §3.2).
@@ -47,7 +48,7 @@ class RegistrationConfig:
     ratio_test: float = 0.8
     """Lowe's ratio: keep a 2-NN match if best < ratio * second best (spec §3.3 uses 0.8)."""
     estimator: str = "usac_magsac"
-    """Robust estimator: "usac_magsac" (cv2.USAC_MAGSAC) or "ransac" (cv2.RANSAC)."""
+    """Robust estimator: "usac_magsac", "ransac" (OpenCV) or "kornia_ransac" (Ref, spec §3.1)."""
     reproj_threshold_px: float = 2.5
     """Inlier threshold in pixels at the input resolution (spec §3.3 uses 2.5)."""
     max_iters: int = 2000
@@ -73,7 +74,7 @@ class RegistrationConfig:
     lightglue_weights: str = ""
     """LightGlue-for-DISK checkpoint (.pth or .safetensors); needed for "disk_lightglue"."""
     device: str = "cpu"
-    """Torch device of the DISK + LightGlue networks."""
+    """Torch device of the DISK + LightGlue networks and of kornia RANSAC's hypotheses."""
 
     def __post_init__(self) -> None:
         def fail(msg: str) -> None:
@@ -311,8 +312,9 @@ class KorniaRegistrator(_FeatureRegistrator):
 
     Decisions: DISK gets RGB in [0, 1] (the clean choice; the reference feeds normalised
     frames, spec §3.1 quirk), LightGlue keeps kornia's defaults, and the homography is fitted
-    with the same ``cv2.findHomography`` + checks as the OpenCV path, so all methods are judged
-    by one rule and the threshold stays in input pixels.
+    by the same ``fit_homography`` + checks as the OpenCV path (``estimator`` chooses OpenCV's
+    or kornia's RANSAC), so all methods are judged by one rule and the threshold stays in
+    input pixels.
     """
 
     method = "disk_lightglue"

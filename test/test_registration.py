@@ -35,6 +35,40 @@ def test_recovers_known_homography(pairs, method, long_side):
         assert reprojection_error(res.homography, h_true, SIZE) < 1.0
 
 
+def test_kornia_ransac_recovers_known_homography(pairs):
+    # Ref's estimator (spec §3.1) behind ORB features: same accuracy as OpenCV's.
+    cfg = RegistrationConfig(estimator="kornia_ransac", reproj_threshold_px=1.5811,
+                             max_iters=20480, confidence=0.99, min_inliers=4)
+    reg = create_registrator(cfg)
+    for prev, cur, h_true in pairs:
+        res = reg.register(prev, cur)
+        assert res.success, res.reason
+        assert res.homography.dtype == np.float64 and res.homography[2, 2] == 1.0
+        assert reprojection_error(res.homography, h_true, SIZE) < 1.0
+    # Seeded: one pair always gives one fit.
+    again = reg.register(pairs[0][0], pairs[0][1]).homography
+    np.testing.assert_array_equal(again, reg.register(pairs[0][0], pairs[0][1]).homography)
+
+
+def test_kornia_ransac_threshold_is_the_transfer_error_in_pixels():
+    from ssp_perception.homography_fit import kornia_ransac
+    g = np.random.default_rng(0)
+    src = g.uniform(0, 300, (200, 2))
+    dst = src + [4.0, -2.0]
+    offsets = [1.2, 1.5, 1.7, 2.4]  # 1.58 px = Ref's 2.5 on the squared error
+    dst[:4, 0] += offsets
+    dst[4:40] += g.uniform(-40, 40, (36, 2))
+    cfg = RegistrationConfig(estimator="kornia_ransac", reproj_threshold_px=1.5811,
+                             max_iters=20480, confidence=0.99, min_inliers=4)
+    h, mask = kornia_ransac(src, dst, cfg)
+    assert mask[:4].tolist() == [True, True, False, False]
+    assert 158 <= mask.sum() <= 164
+    np.testing.assert_allclose(h / h[2, 2], [[1, 0, 4], [0, 1, -2], [0, 0, 1]], atol=0.15)
+    # Too few consistent matches: kornia's all-zero model is no fit.
+    h, _ = kornia_ransac(src[4:8], g.uniform(0, 300, (4, 2)) * [1, 0], cfg)
+    assert h is None
+
+
 def test_register_next_matches_pairwise_and_resets(pairs):
     reg = create_registrator(RegistrationConfig())
     first = reg.register_next(pairs[0][0])

@@ -1,9 +1,9 @@
 """``ssp_train export-logits``: run a trained teacher over every training frame, store logits.
 
 Format (read by ``data.dataset.TeacherLogitsDataset``): ``<out>/<clip>/<stem>.npz`` holding one
-(C, h, w) float16 array, written by the data engineer's ``save_logits`` (compressed, atomic),
-plus ``<out>/logits.json``, a manifest of the teacher, class set, stored size and per-clip
-completion.
+(C, h, w) float16 or float32 array (``--dtype``), written by the data engineer's
+``save_logits`` (compressed, atomic), plus ``<out>/logits.json``, a manifest of the teacher,
+class set, stored size, dtype and per-clip completion.
 
 Decisions (SSP_SPEC §4.5 says fp16 and a lower resolution are reasonable deviations):
 
@@ -11,7 +11,8 @@ Decisions (SSP_SPEC §4.5 says fp16 and a lower resolution are reasonable deviat
   1440x2560), one frame at a time, like Ref; the bicubically upsampled logits are then resized
   with antialiasing to the stored size. By default that is a quarter of the input size, the
   resolution of the teacher's own stride-4 logits, so nothing the teacher computed is lost.
-  Ref stores float32 at full resolution (118 MB per 8-class 1440x2560 frame); this is ~30x less.
+  Ref stores float32 at full resolution (118 MB per 8-class 1440x2560 frame); the default
+  (float16, stride 4) is ~30x less. ``--dtype float32 --size 1440x2560`` stores what Ref stores.
 - Every frame is exported (Ref does the same: KD pairs need frames j and j-1).
 - Resumable: frames whose file exists are skipped, so a killed export continues where it
   stopped; the manifest must match (same teacher shape, classes and size) or it is an error.
@@ -31,8 +32,8 @@ from ssp_perception.files import atomic_write_json
 import torch
 from tqdm import tqdm
 
-from .data.frames import (clip_frames, DatasetInfo, list_clips, load_frame, logits_path,
-                          resize_logits, save_logits, to_tensor_image)
+from .data.frames import (clip_frames, DatasetInfo, list_clips, load_frame, LOGIT_DTYPES,
+                          logits_path, resize_logits, save_logits, to_tensor_image)
 from .distributed import resolve_device
 
 MANIFEST = "logits.json"
@@ -97,6 +98,8 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=_parse_size, default=None,
                    help="stored logits HxW (default: input size / 4, the teacher's stride-4 "
                         "resolution)")
+    p.add_argument("--dtype", choices=LOGIT_DTYPES, default="float16",
+                   help="stored dtype (default: float16, half the disk; Ref: float32)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--yes", action="store_true",
                    help="do not stop when the estimate exceeds the free disk space")
@@ -105,8 +108,11 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
 def export_logits(teacher: str | Path, data_root: str | Path, out: str | Path,
                   split: str = "train", input_size: tuple[int, int] | None = None,
                   size: tuple[int, int] | None = None, device: str = "auto",
-                  ignore_space: bool = False, progress: bool = True) -> dict[str, Any]:
+                  ignore_space: bool = False, progress: bool = True,
+                  dtype: str = "float16") -> dict[str, Any]:
     """Export the teacher's logits for every frame of ``split``; return the manifest."""
+    if dtype not in LOGIT_DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(LOGIT_DTYPES)}")
     out = Path(out)
     dev = resolve_device(device)
     model, meta = load_artifact(teacher, map_location=dev)
@@ -123,14 +129,14 @@ def export_logits(teacher: str | Path, data_root: str | Path, out: str | Path,
     frames = {c: clip_frames(data_root, c) for c in clips}
     manifest = {"teacher": str(teacher), "teacher_model": meta.model.to_dict(),
                 "class_set": meta.class_set.to_dict(), "num_classes": meta.model.num_classes,
-                "input_size": list(input_size), "size": list(size), "dtype": "float16",
+                "input_size": list(input_size), "size": list(size), "dtype": dtype,
                 "dataset": str(data_root), "split": split,
                 "clips": {c: {"frames": len(f), "done": False} for c, f in frames.items()}}
     out.mkdir(parents=True, exist_ok=True)
     if (out / MANIFEST).is_file():
         old = read_manifest(out)
-        for key in ("teacher_model", "num_classes", "size", "input_size"):
-            if old.get(key) != manifest[key]:
+        for key in ("teacher_model", "num_classes", "size", "input_size", "dtype"):
+            if old.get(key, "float16" if key == "dtype" else None) != manifest[key]:
                 raise ValueError(f"{out} holds logits with another {key} ({old.get(key)} vs "
                                  f"{manifest[key]}); use a new --out folder")
         done = {c for c, v in old["clips"].items() if v.get("done")}
@@ -139,10 +145,10 @@ def export_logits(teacher: str | Path, data_root: str | Path, out: str | Path,
     todo = [(c, f) for c in clips for f in frames[c]
             if not logits_path(out, c, f.stem).is_file()]
     total = sum(len(f) for f in frames.values())
-    raw = total * meta.model.num_classes * size[0] * size[1] * 2
+    raw = total * meta.model.num_classes * size[0] * size[1] * (2 if dtype == "float16" else 4)
     free = shutil.disk_usage(out).free
     print(f"[export-logits] {total} frames ({len(todo)} to do) of {len(clips)} clips, "
-          f"{meta.model.num_classes}x{size[0]}x{size[1]} float16 each: at most "
+          f"{meta.model.num_classes}x{size[0]}x{size[1]} {dtype} each: at most "
           f"{raw / 2**30:.2f} GiB before compression ({free / 2**30:.1f} GiB free)", flush=True)
     if raw > free and not ignore_space:
         raise OSError(f"the export may need {raw / 2**30:.1f} GiB but {out} has "
@@ -159,7 +165,7 @@ def export_logits(teacher: str | Path, data_root: str | Path, out: str | Path,
                 x = to_tensor_image(load_frame(frame, input_size))[None].to(dev)
                 logits = model.output_logits(model.image_step(x)[0], x.shape[-2:])
                 logits = logits[0].float().cpu().numpy()  # (C, H, W)
-                save_logits(path, resize_logits(logits, size))
+                save_logits(path, resize_logits(logits, size), dtype)
                 bar.update()
             manifest["clips"][clip]["done"] = True
             _write_manifest(out, manifest)
@@ -171,4 +177,4 @@ def export_from_args(args: argparse.Namespace) -> None:
     """Run :func:`export_logits` from parsed ``export-logits`` arguments."""
     export_logits(args.teacher, args.data, args.out, split=args.split,
                   input_size=args.input_size, size=args.size, device=args.device,
-                  ignore_space=args.yes)
+                  ignore_space=args.yes, dtype=args.dtype)

@@ -20,7 +20,8 @@ The contract a kind fulfils (what the trainer and the validator call):
 - ``predict_clip(model, frames) -> iterator``: inference over one clip in order, batch 1.
   ``frames`` yields ``(image (1, 3, H, W) normalised, homography (1, 3, 3) previous -> current
   or None for the first frame and where registration failed)``; it yields the (1, C, H, W)
-  logits of every frame.
+  logits of every frame. Kinds that fuse through a homography (``needs_homography``) also
+  take ``on_registration_failure`` ("reset" | "identity", ``val.on_registration_failure``).
 - ``save(path, model, class_set, provenance, half)``: writes the artifact (default
   ``ssp_perception.artifact.save_artifact``; baselines mark theirs with ``save_baseline``).
   The trainer puts ``model_kind`` into the provenance, so ``model.init`` knows what it holds.
@@ -62,7 +63,7 @@ class ModelKind:
     """Build the whole model (random init) from a ModelConfig."""
     forward: Callable[[nn.Module, dict], dict]
     """Training forward: (trainable module, batch) -> {"out", ["prev_logits"], ...}."""
-    predict_clip: Callable[[nn.Module, Frames], Iterator[torch.Tensor]]
+    predict_clip: Callable[..., Iterator[torch.Tensor]]
     """Sequential inference over one clip (batch 1), yielding (1, C, H, W) logits per frame."""
     video: bool = False
     """Whether training samples are frame pairs (or tuples)."""
@@ -104,16 +105,20 @@ def _ssp_forward(model: SSPModel, batch: dict) -> dict:
 
 
 @torch.no_grad()
-def _ssp_predict(model: SSPModel, frames: Frames) -> Iterator[torch.Tensor]:
+def _ssp_predict(model: SSPModel, frames: Frames, on_registration_failure: str = "reset"
+                 ) -> Iterator[torch.Tensor]:
     """Run SSP recurrently through the node's streaming step (SSP_SPEC §2.7).
 
     The state is the *fused* previous output. A frame whose homography is None after the
-    first is a failed registration: the state is reset (the step's default policy), exactly
-    as the node and ``ssp_eval`` do. Non-finite logits raise ``NonFiniteOutputError``.
+    first is a failed registration, handled by the step's ``on_registration_failure`` policy
+    ("reset" drops the state as the node does, "identity" fuses unaligned as Ref and
+    ``ssp_eval``'s default). Non-finite logits raise ``NonFiniteOutputError``.
     """
     net = TorchBackend(model, device=next(model.parameters()).device)
     # Clips carry no stamps or camera ids: only registration failure resets within a clip.
-    cfg, state = StepConfig(max_gap_s=0.0, reset_on_frame_id_change=False), StepState()
+    cfg = StepConfig(max_gap_s=0.0, reset_on_frame_id_change=False,
+                     on_registration_failure=on_registration_failure)
+    state = StepState()
     for image, homography in frames:
         h = None if homography is None else homography[0].double().cpu().numpy()
         state, res = advance(net, cfg, state, image, homography=h)

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import math
 
-# kornia's RANSAC compares inl_th = 2.5 with the *squared* one-way transfer error (§3.1 step 4),
-# OpenCV's RANSAC compares its threshold with the error itself: sqrt(2.5) ≈ 1.58 px.
+# Ref's kornia RANSAC compared inl_th = 2.5 with the *squared* one-way transfer error (§3.1
+# step 4); kornia 0.9 (``estimator: kornia_ransac``) and OpenCV compare their threshold with the
+# error itself: sqrt(2.5) ≈ 1.58 px.
 RANSAC_THRESHOLD_PX = round(math.sqrt(2.5), 4)
 NO_GATE = 1.0e6
 """A plausibility bound that never triggers (Ref accepts any RANSAC fit)."""
 
 REGISTRATION = {
     "method": "disk_lightglue", "working_long_side": 0, "max_features": 2048,
-    "estimator": "ransac", "reproj_threshold_px": RANSAC_THRESHOLD_PX,
+    "estimator": "kornia_ransac", "reproj_threshold_px": RANSAC_THRESHOLD_PX,
     # kornia: 2048 hypotheses per batch, up to 10 batches, confidence 0.99.
     "max_iters": 20480, "confidence": 0.99,
     "min_inliers": 4, "min_inlier_ratio": 0.0, "max_scale_change": NO_GATE,
@@ -33,6 +34,15 @@ OPTIM = {"weight_decay": 0.05, "batch_size": 4, "warmup_epochs": 2.0, "start_fac
 TC_LOSS = {"tc_weight_norm": "channel_sum", "flow": "raft", "flow_iterations": 20,
            "kd_flow_iterations": 15, "kd_compose_flows": False}
 """TC-loss and KD-fusion settings of the video recipes (§4.3-§4.5, §12.2, §12.3)."""
+
+KD_LOGITS = {"teacher_logits_upsample": "bicubic"}
+"""KD recipes: stride-4 float16 logits on disk (a named departure), grown bicubically (§4.5)."""
+
+VAL = {"on_registration_failure": "identity"}
+"""Training validation of every paper recipe handles failures as ``ssp_eval`` (:data:`EVAL`)."""
+
+TEACHER_VAL = {"center_crop": True}
+"""The teacher validates on the centre square crop of its frames (§1.2)."""
 
 KD_WEIGHT_BATCHMEAN = 135000.0
 """Ref's λ_KD with its batchmean KL; with our per-pixel KL it is this over the crop area."""

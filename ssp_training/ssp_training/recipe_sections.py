@@ -12,7 +12,9 @@ from typing import Any, Mapping
 
 from ssp_perception.config import ModelConfig, preset, PRESETS
 from ssp_perception.registration import RegistrationConfig
+from ssp_perception.streaming import FAILURE_POLICIES
 
+from .data.frames import LOGIT_UPSAMPLING
 from .flow import FLOW_SOURCES
 from .losses import KL_REDUCTIONS, WEIGHT_NORMS
 
@@ -105,6 +107,8 @@ class DataRecipe:
     """``RegistrationConfig`` overrides used when homography is "registrator"."""
     teacher_logits: str = ""
     """Folder of exported teacher logits (KD recipes; written by ``ssp_train export-logits``)."""
+    teacher_logits_upsample: str = "bilinear"
+    """Teacher logits stored below the working size grow "bilinear" or "bicubic" (Ref, §4.5)."""
     kd_frame_step: int = 2
     """KD pairs use frames j = 1, 1+k, 1+2k, ... with j-1 (SSP_SPEC §6.4, k = 2)."""
 
@@ -131,6 +135,9 @@ class DataRecipe:
         except (TypeError, ValueError) as err:
             _fail("data", f"registration: {err}")
         object.__setattr__(self, "registration", dict(self.registration))
+        if self.teacher_logits_upsample not in LOGIT_UPSAMPLING:
+            _fail("data", f"teacher_logits_upsample {self.teacher_logits_upsample!r} is not one "
+                          f"of {LOGIT_UPSAMPLING}")
         if self.kd_frame_step < 1:
             _fail("data", f"kd_frame_step must be >= 1, got {self.kd_frame_step}")
 
@@ -282,8 +289,16 @@ class ValRecipe:
     """Flow source for TC: "gt" (dataset flow, synthetic), "dis", "raft"."""
     flow_weights: str = ""
     """RAFT weights when flow is "raft"."""
+    on_registration_failure: str = "identity"
+    """SSP frames whose registration failed: "identity" (fuse unaligned; Ref and ``ssp_eval``'s
+    default, SSP_SPEC §3.1 step 5) or "reset" (drop the state, as the node does)."""
+    center_crop: bool = False
+    """Validate on each frame's centre square crop of side min(H, W) (teacher, SSP_SPEC §1.2)."""
 
     def __post_init__(self) -> None:
+        if self.on_registration_failure not in FAILURE_POLICIES:
+            _fail("val", f"on_registration_failure {self.on_registration_failure!r} is not one "
+                         f"of {FAILURE_POLICIES}")
         if self.every < 0 or self.max_clips < 0 or self.max_frames < 0:
             _fail("val", "every, max_clips and max_frames must be >= 0")
         if not self.split:

@@ -31,7 +31,7 @@ def build_train_dataset(recipe: Recipe, kind: ModelKind) -> Dataset:
         return TeacherLogitsDataset(d.root, "train", d.teacher_logits, size, crop=crop,
                                     square_crop=d.square_crop, augment=d.augment,
                                     skip=d.kd_frame_step, with_homography=gt_h,
-                                    with_flow=gt_flow)
+                                    with_flow=gt_flow, upsample=d.teacher_logits_upsample)
     if kind.video:
         return VideoPairDataset(d.root, "train", size, crop=crop, square_crop=d.square_crop,
                                 augment=d.augment, offsets=kind.offsets,

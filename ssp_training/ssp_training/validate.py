@@ -2,11 +2,13 @@
 
 Every validation clip is run frame by frame at the working size with the model kind's
 ``predict_clip`` (SSP: the node's streaming step, ``ssp_perception.streaming.advance``, with
-the homographies of ``data.homography``; a failed registration resets the state as in the node
-and ``ssp_eval``; image models: each frame alone). Non-finite logits are an error, never a
-score. mIoU pools one confusion matrix over all labelled frames (§7.2). TC is the
-paper's metric (§7.3) with one deliberate deviation: out-of-view pixels are ignored, not
-counted as class 0 (``eval.metrics.pair_consistency``).
+the homographies of ``data.homography``; a failed registration is handled by
+``val.on_registration_failure``, "identity" by default like ``ssp_eval`` (Ref), so a model is
+validated and scored the same way; image models: each frame alone). Teacher recipes may
+validate on the centre square crop of each frame (``val.center_crop``, SSP_SPEC §1.2).
+Non-finite logits are an error, never a score. mIoU pools one confusion matrix over all
+labelled frames (§7.2). TC is the paper's metric (§7.3) with one deliberate deviation:
+out-of-view pixels are ignored, not counted as class 0 (``eval.metrics.pair_consistency``).
 
 Flow for TC: with ``val.flow: gt`` the dataset's backward flow of frame i+1 (i+1 -> i) is used
 and the pair is compared in frame i+1; with a provider, the flow i -> i+1 is computed and the
@@ -16,6 +18,7 @@ the same score up to which frame's pixels are counted.
 
 from __future__ import annotations
 
+from dataclasses import replace
 import time
 from typing import Any, Iterator
 
@@ -38,7 +41,8 @@ def _homographies(frames: Iterator[SequenceFrame], source: str, reg_cfg: dict
     """Pair each frame with its previous -> current homography.
 
     None for the first frame and where it is unknown: a failed registration or a frame
-    without ``registration/<stem>.npy``. The streaming step then resets, as the node does.
+    without ``registration/<stem>.npy``. The streaming step then applies its
+    registration-failure policy.
     """
     registrator = create_registrator(RegistrationConfig(**reg_cfg)) \
         if source == "registrator" else None
@@ -53,14 +57,39 @@ def _homographies(frames: Iterator[SequenceFrame], source: str, reg_cfg: dict
         yield frame, (None if i == 0 else h)
 
 
+def center_crop(frame: SequenceFrame) -> SequenceFrame:
+    """Return ``frame`` cut to its centre square of side min(H, W), ground truth included.
+
+    The homography is conjugated with the crop's offset; flow vectors are unchanged (a crop
+    only shifts pixel positions), flow into the cut-off border counts as out of view.
+    """
+    h, w = frame.image.shape[:2]
+    side = min(h, w)
+    y0, x0 = (h - side) // 2, (w - side) // 2
+    win = (slice(y0, y0 + side), slice(x0, x0 + side))
+    homography = frame.homography
+    if homography is not None:
+        shift = np.array([[1.0, 0, x0], [0, 1.0, y0], [0, 0, 1.0]])
+        homography = np.linalg.inv(shift) @ homography @ shift
+    return replace(
+        frame, image=np.ascontiguousarray(frame.image[win]), homography=homography,
+        label=None if frame.label is None else np.ascontiguousarray(frame.label[win]),
+        flow_bwd=None if frame.flow_bwd is None else np.ascontiguousarray(frame.flow_bwd[win]),
+        occlusion=None if frame.occlusion is None else np.ascontiguousarray(
+            frame.occlusion[win]))
+
+
 def predict_sequence(model: nn.Module, kind: ModelKind, frames: Iterator[SequenceFrame],
                      device: torch.device, homography: str = "dataset",
-                     registration: dict | None = None, clip: str = ""
+                     registration: dict | None = None, clip: str = "",
+                     on_registration_failure: str = "identity"
                      ) -> Iterator[tuple[SequenceFrame, np.ndarray]]:
     """Yield (frame, (H, W) uint8 prediction) for a clip's frames, in order.
 
     Non-finite logits raise ``NonFiniteOutputError`` naming ``clip`` and the frame.
     """
+    policy = {"on_registration_failure": on_registration_failure} \
+        if kind.needs_homography else {}
     pending: list[SequenceFrame] = []
 
     def feed():
@@ -71,7 +100,7 @@ def predict_sequence(model: nn.Module, kind: ModelKind, frames: Iterator[Sequenc
             yield to_tensor_image(frame.image)[None].to(device), ht
 
     try:
-        for logits in kind.predict_clip(model, feed()):
+        for logits in kind.predict_clip(model, feed(), **policy):
             if not all_finite(logits):
                 raise NonFiniteOutputError("non-finite logits (NaN or inf)")
             # predict_clip yields exactly once per frame it consumed, so pending holds one.
@@ -111,9 +140,12 @@ def validate(model: nn.Module, kind: ModelKind, recipe: Recipe, clips: tuple[str
     for clip in tqdm(chosen, desc="validate", disable=not progress, leave=False):
         n = min(len(clip), val.max_frames) if val.max_frames else len(clip)
         frames = (clip.frame(i) for i in range(n))
+        if val.center_crop:
+            frames = (center_crop(f) for f in frames)
         prev = None
         for frame, pred in predict_sequence(model, kind, frames, device, data.homography,
-                                            data.registration, clip.name):
+                                            data.registration, clip.name,
+                                            val.on_registration_failure):
             frames_seen += 1
             if frame.label is not None:
                 seg.update(pred, frame.label)

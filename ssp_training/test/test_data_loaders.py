@@ -9,9 +9,9 @@ import pytest
 from ssp_perception.classes import UAVID
 from ssp_training.data import augment
 from ssp_training.data.dataset import (clip_frames, DatasetInfo, denormalize, ImageDataset,
-                                       list_clips, load_logits, logits_path, save_logits,
-                                       SequenceDataset, sibling, TeacherLogitsDataset,
-                                       to_tensor_image, VideoPairDataset)
+                                       list_clips, load_logits, logits_path, resize_logits,
+                                       save_logits, SequenceDataset, sibling,
+                                       TeacherLogitsDataset, to_tensor_image, VideoPairDataset)
 from ssp_training.data.synth import clip_name, generate_dataset, SynthConfig
 import torch
 
@@ -160,6 +160,28 @@ def test_logits_files(tmp_path):
         save_logits(tmp_path / "y.npz", z[0])
     with pytest.raises(ValueError, match="float16"):
         save_logits(tmp_path / "y.npz", z * 1e5)
+    # float32 (Ref's dtype) keeps every bit and any finite range.
+    exact = save_logits(tmp_path / "f32.npz", z * 1e5, dtype="float32")
+    np.testing.assert_array_equal(load_logits(exact), z * 1e5)
+    with pytest.raises(ValueError, match="dtype"):
+        save_logits(tmp_path / "y.npz", z, dtype="float64")
+
+
+def test_logits_grow_bicubically_or_bilinearly_and_shrink_antialiased():
+    import torch.nn.functional as F
+    z = np.random.default_rng(1).normal(0, 3, (3, 6, 8)).astype(np.float32)
+    x = torch.from_numpy(z)[None]
+    for mode in ("bicubic", "bilinear"):
+        want = F.interpolate(x, size=(12, 16), mode=mode, align_corners=False)[0].numpy()
+        np.testing.assert_allclose(resize_logits(z, (12, 16), mode), want, atol=1e-6)
+    assert not np.allclose(resize_logits(z, (12, 16), "bicubic"),
+                           resize_logits(z, (12, 16), "bilinear"))
+    # Shrinking ignores the mode: antialiased bilinear as Ref's loader.
+    small = F.interpolate(x, size=(3, 4), mode="bilinear", align_corners=False,
+                          antialias=True)[0].numpy()
+    np.testing.assert_allclose(resize_logits(z, (3, 4), "bicubic"), small, atol=1e-6)
+    with pytest.raises(ValueError, match="upsample"):
+        resize_logits(z, (12, 16), "nearest")
 
 
 def test_sequences_in_order_with_ground_truth(root):

@@ -9,10 +9,12 @@ from ssp_training.data.dataset import load_logits, logits_path
 from ssp_training.data.synth import generate_dataset, SynthConfig
 from ssp_training.kd import KDImageTask, KDSSPTask
 from ssp_training.logits import export_logits, MANIFEST
+from ssp_training.model_kinds import get_model_kind
 from ssp_training.preflight import preflight
 from ssp_training.recipes import CONFIG_DIR, load_recipe, RecipeError
 from ssp_training.tasks import BatchFlow
 from ssp_training.train import fit, main
+from ssp_training.train_data import build_train_dataset
 import torch
 
 pytestmark = pytest.mark.slow
@@ -47,15 +49,28 @@ def test_teacher_logits_export_then_kd_ssp_trains_end_to_end(synth, tmp_path, ca
     stamp = logits_path(logits, "synth_000", "000003").stat().st_mtime_ns
     export_logits(teacher / "model.safetensors", synth, logits, progress=False)
     assert logits_path(logits, "synth_000", "000003").stat().st_mtime_ns == stamp
+    # Ref's format: float32 at the teacher's input size; a folder keeps one dtype.
+    full = tmp_path / "full"
+    assert main(["export-logits", "--teacher", str(teacher / "model.safetensors"), "--data",
+                 str(synth), "--out", str(full), "--dtype", "float32", "--size", "64x96"]) == 0
+    assert json.loads((full / MANIFEST).read_text())["dtype"] == "float32"
+    stored = np.load(logits_path(full, "synth_000", "000003"))["logits"]
+    assert stored.dtype == np.float32 and stored.shape == (8, 64, 96)
+    with pytest.raises(ValueError, match="another dtype"):
+        export_logits(teacher / "model.safetensors", synth, full, size=(64, 96), progress=False)
 
     out = tmp_path / "kd_ssp"
     summary = fit(KD_SSP, [f"data.root={synth}", f"run.out_dir={out}", "run.threads=0",
                            f"data.teacher_logits={logits}",
+                           "data.teacher_logits_upsample=bicubic",
                            f"model.init={teacher / 'model.safetensors'}"], resume=False)
     assert summary["epochs"] == 1 and np.isfinite(summary["final_val"]["miou"])
     header = (out / "train.csv").read_text().splitlines()[0].split(",")
     assert {"kd", "kd_prev", "tc", "loss"} <= set(header) and "ce" not in header
     assert read_meta(out / "model.safetensors").provenance["model_kind"] == "ssp"
+    recipe = load_recipe(out / "recipe.yaml")
+    dataset = build_train_dataset(recipe, get_model_kind("ssp"))
+    assert dataset.upsample == "bicubic"  # the recipe key reaches the loader
 
 
 def test_kd_preflight_names_missing_or_mismatched_teacher_logits(synth, tmp_path):

@@ -69,15 +69,17 @@ def _node_labels(model, info, frames):
     return [r.labels for r in results], results, stream
 
 
-def _eval_labels(model, info, frames, path):
-    predictor = SSPPredictor(model, "registrator", RegistrationConfig())
+def _eval_labels(model, info, frames, path, policy="reset"):
+    predictor = SSPPredictor(model, "registrator", RegistrationConfig(),
+                             on_registration_failure=policy)
     to_frame = _normaliser(read_meta(path), torch.device("cpu"))
     return [_labels(predictor.step(to_frame(f))) for f in frames], predictor
 
 
-def _validation_labels(model, frames):
+def _validation_labels(model, frames, policy="reset"):
     pairs = predict_sequence(model, get_model_kind("ssp"), iter(frames), torch.device("cpu"),
-                             homography="registrator", registration={})
+                             homography="registrator", registration={},
+                             on_registration_failure=policy)
     return [pred for _, pred in pairs]
 
 
@@ -106,6 +108,24 @@ def test_node_eval_and_validation_give_identical_labels(clip, tmp_path, fusion):
             assert (a != b).mean() < 1e-3, f"node vs eval, frame {i}"
         else:
             np.testing.assert_array_equal(a, b, err_msg=f"node vs eval, frame {i}")
+
+
+def test_eval_and_validation_pass_the_identity_policy_through(clip, tmp_path):
+    # ssp_eval's and val.on_registration_failure's default: the failed frame fuses unaligned.
+    info, frames = clip
+    model = _model(info)
+    path = tmp_path / "model.safetensors"
+    save_artifact(path, model, info.class_set)
+    evaluation, predictor = _eval_labels(model, info, frames, path, "identity")
+    validation = _validation_labels(model, frames, "identity")
+    reset = _validation_labels(model, frames, "reset")
+    for i, (b, c) in enumerate(zip(evaluation, validation)):
+        np.testing.assert_array_equal(b, c, err_msg=f"eval vs validation, frame {i}")
+    # Before the blank frame both policies agree; from it on, identity kept the state.
+    for i in range(BLANK):
+        np.testing.assert_array_equal(validation[i], reset[i])
+    assert any((validation[i] != reset[i]).any() for i in range(BLANK, len(frames)))
+    assert predictor.state.frames_since_reset == len(frames)  # no reset after the first
 
 
 def _nan_model(info):

@@ -145,6 +145,8 @@ def test_paper_recipes_select_the_reference_parity_profile(path):
     assert r.optim.lr == (5e-5 if r.model.kind != "image" else 2.5e-5)
     assert r.data.num_classes == (12 if rural else 8)
     assert "Departure: runs are seeded" in text
+    for key, want in parity.VAL.items():
+        assert getattr(r.val, key) == want == parity.EVAL[key], f"val.{key}"
     if r.model.kind != "image":
         assert r.data.train_size == (736, 736) and r.data.size == (736, 1280)
     if r.loss.kind in VIDEO_KINDS:
@@ -156,7 +158,7 @@ def test_paper_recipes_select_the_reference_parity_profile(path):
             reg = r.data.registration
             for key, want in parity.REGISTRATION.items():
                 assert reg[key] == want, f"data.registration.{key}"
-        assert "Departure: homographies are fitted with OpenCV RANSAC" in text
+        assert "Departure: a kornia fit that reflects the frame" in text
         assert "Departure: RAFT and DISK get" in text
     if r.loss.kind == "kd_ssp":
         crop = r.data.train_size[0] * r.data.train_size[1]
@@ -166,6 +168,8 @@ def test_paper_recipes_select_the_reference_parity_profile(path):
         assert r.loss.kd_prev_weight == 1.0 and r.data.workers == 16
     if kd:
         assert "Departure: teacher logits are stored at stride 4" in text
+        for key, want in parity.KD_LOGITS.items():
+            assert getattr(r.data, key) == want, f"data.{key}"
         assert r.data.kd_frame_step == 2
     if r.model.kind in ("dff", "netwarp"):
         flow = r.model.options["flow"]
@@ -176,7 +180,11 @@ def test_paper_recipes_select_the_reference_parity_profile(path):
         assert "Departure: no RAFT is carried" in text
     if path.stem.startswith("teacher"):
         assert r.model.preset == "hiera_bplus" and r.data.size == (1440, 2560)
-        assert r.data.square_crop and "Departure: validation on whole" in text
+        assert r.data.square_crop
+        for key, want in parity.TEACHER_VAL.items():
+            assert getattr(r.val, key) == want, f"val.{key}"
+    else:
+        assert not r.val.center_crop
 
 
 def test_yaml_1_1_exponents_without_a_dot_are_numbers():

@@ -189,3 +189,30 @@ def test_pretrained_timm_backbone_weights_load_from_a_user_file(tmp_path):
     save_file({"fc.weight": torch.zeros(2, 2)}, str(other))
     with pytest.raises(ArtifactError, match="is it a checkpoint of that timm model"):
         load_backbone_weights(model.image_model, str(other))
+
+
+def test_teacher_validation_scores_the_centre_square_crop(synth, image_run):
+    import numpy as np
+    from ssp_training.data.dataset import SequenceDataset
+    from ssp_training.model_kinds import get_model_kind
+    from ssp_training.validate import center_crop, validate
+    clip = next(iter(SequenceDataset(synth, "val", size=(96, 128))))
+    frame = clip.frame(1)
+    crop = center_crop(frame)
+    assert crop.image.shape == (96, 96, 3) and crop.label.shape == (96, 96)
+    np.testing.assert_array_equal(crop.image, frame.image[:, 16:112])
+    np.testing.assert_array_equal(crop.flow_bwd, frame.flow_bwd[:, 16:112])
+    # The homography now maps crop pixels: H'(p) = H(p + offset) - offset.
+    p = np.array([10.0, 20.0, 1.0])
+    full = frame.homography @ (p + [16, 0, 0])
+    mapped = crop.homography @ p
+    np.testing.assert_allclose(mapped[:2] / mapped[2], full[:2] / full[2] - [16, 0])
+    out, _ = image_run
+    model, _ = load_artifact(out / "model.safetensors")
+    runs = {}
+    for flag in ("false", "true"):
+        recipe = load_recipe(IMAGE, [f"data.root={synth}", f"val.center_crop={flag}"])
+        runs[flag] = validate(model.eval(), get_model_kind("image"), recipe, (clip.name,),
+                              torch.device("cpu"), progress=False)
+    assert runs["true"]["frames"] == runs["false"]["frames"] > 0
+    assert runs["true"]["miou"] != runs["false"]["miou"]  # other pixels were scored

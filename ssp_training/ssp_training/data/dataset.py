@@ -205,19 +205,21 @@ class TeacherLogitsDataset(VideoPairDataset):
 
     Every frame counts, labelled or not (labels are returned where they exist, all-ignore
     elsewhere). The teacher logits of both frames are read from
-    ``<logits_dir>/<clip>/<stem>.npz`` (:func:`save_logits`), resized to ``size`` with
-    antialiased bilinear interpolation, then warped by the same augmentation as the frames.
+    ``<logits_dir>/<clip>/<stem>.npz`` (:func:`save_logits`), resized to ``size``
+    (:func:`resize_logits`: antialiased bilinear when shrinking, ``upsample`` when growing),
+    then warped by the same augmentation as the frames.
     """
 
     def __init__(self, root: str | Path, split: str, logits_dir: str | Path,
                  size: tuple[int, int], crop: tuple[int, int] | None = None,
                  square_crop: bool = False, augment: bool = False, skip: int = 2,
                  with_homography: bool = False, with_flow: bool = False,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, upsample: str = "bilinear") -> None:
         """Index the KD pairs of ``split``; ``skip`` = 2 keeps odd frames as in Ref."""
         if skip < 1:
             raise ValueError(f"skip must be >= 1, got {skip}")
-        self.skip = skip
+        resize_logits(np.zeros((1, 1, 1), np.float32), (1, 1), upsample)  # checks the mode
+        self.skip, self.upsample = skip, upsample
         self.logits_dir = Path(logits_dir)
         super().__init__(root, split, size, crop=crop, square_crop=square_crop,
                          augment=augment, offsets=(-1,), with_homography=with_homography,
@@ -239,7 +241,7 @@ class TeacherLogitsDataset(VideoPairDataset):
         frames = self.data.frames[clip]
         for key, k in (("teacher_logits", j), ("prev_teacher_logits", prev[0])):
             z = resize_logits(load_logits(logits_path(self.logits_dir, clip, frames[k].stem)),
-                              self.size)
+                              self.size, self.upsample)
             out[key] = torch.from_numpy(np.ascontiguousarray(geo.logits(z)))
         return out
 

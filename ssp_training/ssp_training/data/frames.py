@@ -196,23 +196,35 @@ def logits_path(logits_dir: str | Path, clip: str, stem: str) -> Path:
     return Path(logits_dir) / clip / f"{stem}.npz"
 
 
-def save_logits(path: str | Path, logits: np.ndarray | torch.Tensor) -> Path:
-    """Write (C, h, w) teacher logits as a compressed float16 ``.npz`` (array "logits").
+LOGIT_DTYPES = ("float16", "float32")
+"""Stored dtypes of teacher logits: float16 (ours, half the disk) or float32 (Ref, §4.5)."""
+LOGIT_UPSAMPLING = ("bilinear", "bicubic")
+"""How teacher logits stored below the working size are upsampled on load."""
 
-    Values beyond float16's range (±65504) are an error rather than silently becoming inf.
-    The parent folder is created; the write is atomic.
+
+def save_logits(path: str | Path, logits: np.ndarray | torch.Tensor,
+                dtype: str = "float16") -> Path:
+    """Write (C, h, w) teacher logits as a compressed ``.npz`` (array "logits") of ``dtype``.
+
+    For float16, values beyond its range (±65504) are an error rather than silently becoming
+    inf; non-finite values are always an error. The parent folder is created; the write is
+    atomic.
     """
+    if dtype not in LOGIT_DTYPES:
+        raise ValueError(f"logits dtype {dtype!r} is not one of {', '.join(LOGIT_DTYPES)}")
     if isinstance(logits, torch.Tensor):
         logits = logits.detach().float().cpu().numpy()
     arr = np.asarray(logits)
     if arr.ndim != 3:
         raise ValueError(f"logits must be (C, h, w), got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)) or np.abs(arr).max(initial=0.0) > 65504.0:
-        raise ValueError(f"logits for {path} hold non-finite values or values beyond the "
-                         "float16 range")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"logits for {path} hold non-finite values")
+    if dtype == "float16" and np.abs(arr).max(initial=0.0) > 65504.0:
+        raise ValueError(f"logits for {path} hold values beyond the float16 range; export "
+                         "with --dtype float32")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return files.write_npz(path, {"logits": arr.astype(np.float16)}, compress=True)
+    return files.write_npz(path, {"logits": arr.astype(dtype)}, compress=True)
 
 
 def load_logits(path: str | Path) -> np.ndarray:
@@ -223,11 +235,24 @@ def load_logits(path: str | Path) -> np.ndarray:
     return data["logits"].astype(np.float32)
 
 
-def resize_logits(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize (C, h, w) logits to ``size`` with antialiased bilinear interpolation (§4.5)."""
+def resize_logits(logits: np.ndarray, size: tuple[int, int],
+                  upsample: str = "bilinear") -> np.ndarray:
+    """Resize (C, h, w) logits to ``size``.
+
+    Shrinking is antialiased bilinear (Ref's "ResizeRight" linear, §4.5). Growing in both
+    dimensions uses ``upsample``: "bilinear", or "bicubic" as Ref's teacher upsamples its
+    stride-4 logits (``F.interpolate``, align_corners=False, no antialiasing, so a = -0.75).
+    """
+    if upsample not in LOGIT_UPSAMPLING:
+        raise ValueError(f"upsample {upsample!r} is not one of {', '.join(LOGIT_UPSAMPLING)}")
     if tuple(logits.shape[1:]) == tuple(size):
         return logits
     x = torch.from_numpy(np.ascontiguousarray(logits))[None]
-    y = torch.nn.functional.interpolate(x, size=tuple(size), mode="bilinear",
-                                        align_corners=False, antialias=True)
+    grows = size[0] >= x.shape[-2] and size[1] >= x.shape[-1]
+    if grows:
+        y = torch.nn.functional.interpolate(x, size=tuple(size), mode=upsample,
+                                            align_corners=False)
+    else:
+        y = torch.nn.functional.interpolate(x, size=tuple(size), mode="bilinear",
+                                            align_corners=False, antialias=True)
     return y[0].numpy()
