@@ -159,4 +159,4 @@ def preset(name: str, **overrides: Any) -> ModelConfig:
 
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ModelConfig", "PRESETS", "SIM_OPS",
-           "UPSAMPLE_MODES", "preset"]
+           "SIZE_MULTIPLE", "UPSAMPLE_MODES", "preset"]

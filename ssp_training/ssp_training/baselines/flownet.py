@@ -13,8 +13,10 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from ssp_perception.config import IMAGENET_MEAN, IMAGENET_STD
+
 from .config import FlowConfig
-from ..flow import batch_flow, DISFlow, IMAGENET_MEAN, IMAGENET_STD
+from ..flow import batch_flow, DISFlow
 
 RAFT_MIN_SIDE = 128
 
