@@ -47,13 +47,13 @@ def _assert_one_error_line(stderr: str, tool: str, *needles: str) -> str:
 
 @pytest.fixture
 def snapshot() -> Callable[[Path], dict[str, tuple[int, int, int]]]:
-    """Return ``snapshot(root)``: the state of a folder, to assert a failed tool left it alone."""
+    """Return the folder-state reader, to assert that a refused tool left a folder alone."""
     return _snapshot
 
 
 @pytest.fixture
 def assert_one_error_line() -> Callable[..., str]:
-    """Return ``assert_one_error_line(stderr, tool, *needles)``: the hostile-input contract.
+    """Return the checker of the hostile-input contract (stderr, tool, *needles).
 
     A refused command prints one ``<tool>...: error:`` line, last, holding every needle, and no
     traceback; the checker returns that line.

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ssp_perception.config import IMAGENET_MEAN, IMAGENET_STD
 import torch
 from torch import nn
 import torch.nn.functional as F
-
-from ssp_perception.config import IMAGENET_MEAN, IMAGENET_STD
 
 from .config import FlowConfig
 from ..flow import batch_flow, DISFlow
