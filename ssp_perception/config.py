@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 from dataclasses import dataclass
+import inspect
+import textwrap
 from typing import Any
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -158,5 +161,25 @@ def preset(name: str, **overrides: Any) -> ModelConfig:
     return base.replace(**overrides)
 
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ModelConfig", "PRESETS", "SIM_OPS",
-           "UPSAMPLE_MODES", "preset"]
+def field_docs(cls: type) -> dict[str, str]:
+    """Return the attribute docstring of each field of dataclass ``cls``, whitespace folded.
+
+    The one reader of the string under each field: the node's parameter descriptions and
+    ``ssp_train keys`` both come from it.
+    """
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):
+        return {}   # no source (e.g. a zipped install): descriptions fall back to field names
+    body = tree.body[0].body
+    docs = {}
+    for stmt, nxt in zip(body, body[1:]):
+        if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)):
+            docs[stmt.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+__all__ = ["field_docs", "IMAGENET_MEAN", "IMAGENET_STD", "ModelConfig", "PRESETS", "SIM_OPS",
+           "SIZE_MULTIPLE", "UPSAMPLE_MODES", "preset"]

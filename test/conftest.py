@@ -7,7 +7,7 @@ so a test asks for what it builds by name and no test module imports another.
 from collections.abc import Callable, Iterator
 
 import pytest
-from ssp_perception.config import ModelConfig, preset
+from ssp_perception.config import ModelConfig, preset, PRESETS
 from ssp_perception.models import create_model, SSPModel
 import torch
 
@@ -20,6 +20,26 @@ FUSION_MODES = {
     "lite": {},
     "stride4-conv": {"upsample_before_mixing": False, "sim_op": "conv", "sim_channels": 8},
     "full-embed": {"upsample_before_mixing": True, "sim_op": "embed"},
+}
+
+
+def _hiera_stand_in(name: str, head_channels: int) -> dict:
+    """Return the overrides that turn the tiny lite model into preset ``name`` on Hiera-T.
+
+    Everything but the backbone size and head width is the preset's own config (spec fusion,
+    the "conv" block at d channels, stride-4..32 indices), so the base tester checks what the
+    preset builds; Hiera-T at 64x96 keeps it to seconds on a CPU.
+    """
+    cfg = PRESETS[name].replace(backbone="sam2_hiera_tiny", head_channels=head_channels)
+    return {k: v for k, v in cfg.to_dict().items() if k != "input_size"}   # tiny_model's
+
+
+# Every preset through the same base tester: lite is the "lite" fusion mode above; the Hiera
+# presets run on stand-ins (~1 s a test here: not slow-marked).
+PRESET_MODELS = {
+    "lite": {},
+    "hiera_s": _hiera_stand_in("hiera_s", head_channels=16),
+    "hiera_bplus": _hiera_stand_in("hiera_bplus", head_channels=32),
 }
 
 
@@ -83,10 +103,13 @@ def translation() -> Callable[..., torch.Tensor]:
     return make
 
 
-@pytest.fixture(params=list(FUSION_MODES), scope="session")
+_MODELS = {**FUSION_MODES, **PRESET_MODELS}
+
+
+@pytest.fixture(params=list(_MODELS), scope="session")
 def fusion(request) -> dict:
-    """Yield the ModelConfig overrides of each fusion mode (the base tester's parameter)."""
-    return FUSION_MODES[request.param]
+    """Yield the overrides of each fusion mode and preset (``tiny_model(**fusion)`` builds it)."""
+    return _MODELS[request.param]
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,6 @@ from ssp_perception.backends.onnx_graphs import (example_inputs, export_onnx, GR
 from ssp_perception.backends.onnxruntime_backend import make_session, OrtConfig
 from ssp_perception.backends.parity import compare_backends
 from ssp_perception.classes import UAVID
-from ssp_perception.config import preset
-from ssp_perception.models import create_model
 from ssp_perception.stream import Segmenter, StreamConfig
 from ssp_perception.synthetic import synthetic_frames
 from ssp_perception.tools.compare_backends import compare
@@ -24,14 +22,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    model = create_model(preset("lite", input_size=NET)).eval()
-    for m in model.modules():  # non-trivial BatchNorm statistics, as after training
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-    return model
+def model(tiny_model):
+    return tiny_model()   # the lite preset at NET, non-trivial BatchNorm statistics
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,9 @@ parameter values back into validated configs.
 from __future__ import annotations
 
 import array
-import ast
 from dataclasses import dataclass, fields
-import inspect
 import json
 import re
-import textwrap
 from types import UnionType
 from typing import Any, get_args, get_origin, get_type_hints, Union
 
@@ -22,6 +19,7 @@ from rcl_interfaces.msg import ParameterType
 from rclpy.parameter import Parameter
 
 from ..backends import BACKENDS, DTYPES
+from ..config import field_docs
 from ..registration import RegistrationConfig
 from ..stream import StreamConfig
 
@@ -147,7 +145,7 @@ def parameter_specs() -> list[ParamSpec]:
     specs = []
     for section, cls in SECTIONS.items():
         hints = get_type_hints(cls)
-        docs = _field_docs(cls)
+        docs = field_docs(cls)
         for f in fields(cls):
             if section == "stream" and f.name in FORCED_STREAM_OPTIONS:
                 continue
@@ -179,22 +177,6 @@ def _ros_type(hint: Any, cls: type, name: str) -> int:
         if item in arrays:
             return arrays[item]
     raise TypeError(f"{cls.__name__}.{name}: annotation {hint!r} has no ROS parameter type")
-
-
-def _field_docs(cls: type) -> dict[str, str]:
-    """Return the attribute docstring of each field of dataclass ``cls``, whitespace folded."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError, SyntaxError):
-        return {}   # no source (e.g. a zipped install): descriptions fall back to field names
-    body = tree.body[0].body
-    docs = {}
-    for stmt, nxt in zip(body, body[1:]):
-        if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
-                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
-                and isinstance(nxt.value.value, str)):
-            docs[stmt.target.id] = " ".join(nxt.value.value.split())
-    return docs
 
 
 def build_configs(values: dict[str, Any]) -> tuple[NodeConfig, StreamConfig, RegistrationConfig]:

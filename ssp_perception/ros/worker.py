@@ -25,6 +25,7 @@ from .frame_loss import FrameLossCounter
 from ..encodings import blend, colorize, confidence_to_mono8, EncodingError
 from ..registration import RegistrationConfig
 from ..stream import FrameResult, Stream, StreamConfig
+from ..streaming import NONFINITE_DETAIL
 
 # Resets caused by the input itself: worth a warning. first_frame, manual and
 # registration_failed (fast motion, blank views) are normal operation and only counted.
@@ -279,9 +280,8 @@ class StreamWorker:
         except ValueError as err:   # the core refuses the frame (e.g. smaller than 8 px)
             self._reject("bad_image", str(err))
             return
-        if not math.isfinite(result.mean_confidence):
-            self.stream.reset("manual")
-            self._state_note = "non-finite model output on the previous frame"
+        if not result.finite:   # the shared step flagged it and already dropped the state
+            self._state_note = NONFINITE_DETAIL
             self._reject("nonfinite_output", "model output contains NaN or inf; the stream's "
                          "state was reset and the frame was not published")
             return

@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 from ssp_perception.config import preset
 from ssp_perception.geometry import transform_points
-from ssp_perception.stream import IMAGENET_MEAN, IMAGENET_STD
 from ssp_perception.tools.gpu_check import Clock, summarise, synthetic_frames
 import torch
 
+from .data.frames import to_tensor_image
 from .model_kinds import get_model_kind
 from .recipes import LossRecipe, OptimRecipe
 from .tasks import BatchFlow, SupervisedTask
@@ -39,16 +39,14 @@ def synthetic_batch(size: tuple[int, int], batch: int, num_classes: int,
     ``label`` (B, H, W): the frame's brightness in ``num_classes`` bands (a learnable target).
     """
     frames = list(synthetic_frames(size, batch + 1, seed=seed))
-    mean = np.asarray(IMAGENET_MEAN, np.float32) * 255.0
-    std = np.asarray(IMAGENET_STD, np.float32) * 255.0
     hgt, wid = size
     ys, xs = np.mgrid[0:hgt, 0:wid]
     grid = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float64)
     out: dict[str, list] = {"prev_image": [], "image": [], "homography": [], "flow": [],
                             "label": []}
     for (prev, _), (cur, h) in zip(frames[:-1], frames[1:]):
-        out["prev_image"].append(((prev - mean) / std).transpose(2, 0, 1))
-        out["image"].append(((cur - mean) / std).transpose(2, 0, 1))
+        out["prev_image"].append(to_tensor_image(prev).numpy())
+        out["image"].append(to_tensor_image(cur).numpy())
         out["homography"].append(h)
         back = transform_points(np.linalg.inv(h), grid) - grid  # current pixel -> previous
         out["flow"].append(back.reshape(hgt, wid, 2).transpose(2, 0, 1))

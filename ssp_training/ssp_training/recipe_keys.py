@@ -12,11 +12,11 @@ Example::
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 from dataclasses import dataclass
-import inspect
 import typing
+
+from ssp_perception.config import field_docs
 
 from . import recipe_sections, recipes
 
@@ -33,19 +33,6 @@ class KeyDoc:
     """Default value as YAML would spell it ("required" when there is none)."""
     doc: str
     """The field's one-line doc."""
-
-
-def _field_docs(cls: type) -> dict[str, str]:
-    """Return {field: doc} from the string literal that follows each annotated field."""
-    tree = ast.parse(inspect.getsource(cls))
-    body = tree.body[0].body
-    docs = {}
-    for node, nxt in zip(body, body[1:]):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
-                and isinstance(nxt.value.value, str)):
-            docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs
 
 
 def _type_name(hint: typing.Any) -> str:
@@ -79,7 +66,7 @@ def recipe_keys() -> list[KeyDoc]:
 
     def walk(cls: type, prefix: str) -> None:
         hints = typing.get_type_hints(cls, vars(recipe_sections))
-        docs = _field_docs(cls)
+        docs = field_docs(cls)
         for f in dataclasses.fields(cls):
             hint = hints[f.name]
             if dataclasses.is_dataclass(hint):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from ssp_perception.config import ModelConfig, preset, PRESETS
+from ssp_perception.config import ModelConfig, preset, PRESETS, SIZE_MULTIPLE
 from ssp_perception.registration import RegistrationConfig
 from ssp_perception.streaming import FAILURE_POLICIES
 
@@ -21,7 +21,6 @@ from .losses import KL_REDUCTIONS, WEIGHT_NORMS
 LOSS_KINDS = ("ce", "ssp", "kd_image", "kd_ssp")
 HOMOGRAPHY_SOURCES = ("dataset", "registrator", "identity")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
-SIZE_MULTIPLE = 32
 
 
 class RecipeError(ValueError):
@@ -46,7 +45,7 @@ class ModelRecipe:
     """Which network to train and where its weights start."""
 
     kind: str = "image"
-    """Model kind: "image", "ssp", or a kind registered by ``register_model_kind`` (baselines)."""
+    """Model kind: "image", "ssp", or a baseline (``ssp_training.model_kinds.MODEL_KINDS``)."""
     preset: str = "lite"
     """``ssp_perception.config.PRESETS`` name ("hiera_s", "hiera_bplus", "lite")."""
     config: Mapping[str, Any] = field(default_factory=dict)

@@ -4,7 +4,6 @@ import io
 import json
 import zipfile
 
-from _hostile import assert_one_error_line, snapshot
 import cv2
 import numpy as np
 import pytest
@@ -36,7 +35,8 @@ def _run(capsys, *argv):
 
 # ---------------------------------------------------------------- item 4: --force clobbering
 @pytest.mark.parametrize("command", ["synth", "to-bag"])
-def test_force_never_replaces_a_regular_file(command, dataset, tmp_path, capsys):
+def test_force_never_replaces_a_regular_file(command, dataset, tmp_path, capsys,
+                                             assert_one_error_line, snapshot):
     target = tmp_path / "notes.txt"
     target.write_text("the user's file\n")
     before = snapshot(tmp_path)
@@ -50,7 +50,8 @@ def test_force_never_replaces_a_regular_file(command, dataset, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("command", ["synth", "to-bag"])
-def test_force_never_replaces_a_foreign_folder(command, dataset, tmp_path, capsys):
+def test_force_never_replaces_a_foreign_folder(command, dataset, tmp_path, capsys,
+                                               assert_one_error_line, snapshot):
     target = tmp_path / "mine"
     target.mkdir()
     (target / "thesis.tex").write_text("months of work\n")
@@ -64,7 +65,8 @@ def test_force_never_replaces_a_foreign_folder(command, dataset, tmp_path, capsy
     assert snapshot(tmp_path) == before
 
 
-def test_force_replaces_outputs_written_before_the_marker(dataset, tmp_path, capsys):
+def test_force_replaces_outputs_written_before_the_marker(dataset, tmp_path, capsys,
+                                                          assert_one_error_line, snapshot):
     # Outputs of earlier versions carry no marker; their exact layout identifies them.
     old_synth = tmp_path / "old_synth"
     generate_dataset(old_synth, SynthConfig(size=(32, 48), frames=2, sequences=1),
@@ -91,7 +93,7 @@ def test_force_replaces_outputs_written_before_the_marker(dataset, tmp_path, cap
 
 # ------------------------------------------------------- item 11: to-bag --topic-prefix
 @pytest.mark.parametrize("prefix", ["bad topic!!", "camera", "/cam//era", "/1cam", "/cam/"])
-def test_invalid_topic_prefix(prefix, dataset, tmp_path, capsys):
+def test_invalid_topic_prefix(prefix, dataset, tmp_path, capsys, assert_one_error_line):
     rc, err = _run(capsys, "to-bag", "--root", str(dataset), "--split", "train", "--out",
                    str(tmp_path / "bag"), "--topic-prefix", prefix, "--quiet")
     assert rc == 2
@@ -129,7 +131,8 @@ def uavid_zip(tmp_path_factory):
 
 
 @pytest.mark.parametrize("size", ["0x0", "100000x100000", "-4x8", "12"])
-def test_prepare_size_refused_before_anything_is_written(size, uavid_zip, tmp_path, capsys):
+def test_prepare_size_refused_before_anything_is_written(size, uavid_zip, tmp_path, capsys,
+                                                         assert_one_error_line):
     out = tmp_path / "out"
     rc, err = _run(capsys, "prepare", "uavid", "--uavid", str(uavid_zip), "--out", str(out),
                    f"--size={size}", "--quiet")
@@ -163,7 +166,8 @@ def _bomb_zip(path, member, mib=300):
 
 @pytest.mark.parametrize("member", ["uavid_train/seq1/images.mp4",
                                     "uavid_train/seq1/Labels/000002.png"])
-def test_zip_bomb_member_refused_before_extraction(member, tmp_path_factory, tmp_path, capsys):
+def test_zip_bomb_member_refused_before_extraction(member, tmp_path_factory, tmp_path, capsys,
+                                                   assert_one_error_line):
     bomb = _bomb_zip(tmp_path_factory.mktemp("bomb") / "uavid.zip", f"{UAVID_ROOT}/{member}")
     assert bomb.stat().st_size < 400_000   # 300 MiB of zeros: ~300 KB compressed
     out = tmp_path / "out"

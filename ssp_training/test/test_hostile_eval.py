@@ -4,7 +4,6 @@ import json
 import pickle
 import shutil
 
-from _hostile import assert_one_error_line, snapshot
 import numpy as np
 import pytest
 from safetensors import safe_open
@@ -20,12 +19,7 @@ import torch
 H, W = 64, 96
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -76,14 +70,15 @@ def _eval(capsys, artifact, data, out, *extra):
     (("--max-clips", "-2"), "--max-clips must be >= 0"),
     (("--flow-iterations", "0"), "--flow-iterations must be >= 1"),
 ])
-def test_bad_numbers(extra, needle, artifact, dataset, tmp_path, capsys):
+def test_bad_numbers(extra, needle, artifact, dataset, tmp_path, capsys, assert_one_error_line):
     rc, err = _eval(capsys, artifact, dataset, tmp_path / "out", *extra)
     assert rc == 2
     assert_one_error_line(err, "ssp_eval", needle)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_out_that_is_a_file_fails_before_the_evaluation(artifact, dataset, tmp_path, capsys):
+def test_out_that_is_a_file_fails_before_the_evaluation(artifact, dataset, tmp_path, capsys,
+                                                        assert_one_error_line, snapshot):
     out = tmp_path / "results.txt"
     out.write_text("keep me\n")
     before = snapshot(tmp_path)
@@ -96,7 +91,8 @@ def test_out_that_is_a_file_fails_before_the_evaluation(artifact, dataset, tmp_p
     assert_one_error_line(err, "ssp_eval", "is a file, not a folder")
 
 
-def test_json_that_is_a_folder(artifact, dataset, tmp_path, capsys):
+def test_json_that_is_a_folder(artifact, dataset, tmp_path, capsys, assert_one_error_line,
+                               snapshot):
     (tmp_path / "reports").mkdir()
     before = snapshot(tmp_path)
     rc, err = _eval(capsys, artifact, dataset, tmp_path / "out", "--json",
@@ -116,7 +112,8 @@ def _pickle(path):
                                          ("empty", "empty (0 bytes)"),
                                          ("missing", "file not found"),
                                          ("folder", "file not found")])
-def test_bad_flow_weights(kind, needle, artifact, dataset, tmp_path, capsys):
+def test_bad_flow_weights(kind, needle, artifact, dataset, tmp_path, capsys, assert_one_error_line,
+                          snapshot):
     weights = tmp_path / "raft.pth"
     if kind == "pickle":
         _pickle(weights)
@@ -139,7 +136,7 @@ def _broken_copy(dataset, tmp_path, breaker):
     return copy, breaker(copy / "data" / clip)
 
 
-def test_object_dtype_npy(dataset, artifact, tmp_path, capsys):
+def test_object_dtype_npy(dataset, artifact, tmp_path, capsys, assert_one_error_line):
     def breaker(clip):
         target = sorted((clip / "registration").glob("*.npy"))[0]
         np.save(target, np.array([{"evil": 1}], dtype=object), allow_pickle=True)
@@ -153,7 +150,7 @@ def test_object_dtype_npy(dataset, artifact, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_object_dtype_npz(dataset, artifact, tmp_path, capsys):
+def test_object_dtype_npz(dataset, artifact, tmp_path, capsys, assert_one_error_line):
     def breaker(clip):
         target = sorted((clip / "flow").glob("*.npz"))[0]
         np.savez(target, bwd=np.array([object()], dtype=object), occ=np.zeros(1))
@@ -166,7 +163,7 @@ def test_object_dtype_npz(dataset, artifact, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_string_dtype_npy(dataset, artifact, tmp_path, capsys):
+def test_string_dtype_npy(dataset, artifact, tmp_path, capsys, assert_one_error_line):
     def breaker(clip):
         target = sorted((clip / "registration").glob("*.npy"))[0]
         np.save(target, np.array([["a"] * 3] * 3))
@@ -179,7 +176,7 @@ def test_string_dtype_npy(dataset, artifact, tmp_path, capsys):
     assert_one_error_line(err, "ssp_eval", str(target), "expected numbers")
 
 
-def test_corrupt_png_mid_clip(dataset, artifact, tmp_path, capsys):
+def test_corrupt_png_mid_clip(dataset, artifact, tmp_path, capsys, assert_one_error_line):
     def breaker(clip):
         target = sorted((clip / "origin").glob("*.png"))[-1]
         target.write_bytes(target.read_bytes()[:40])
@@ -192,7 +189,8 @@ def test_corrupt_png_mid_clip(dataset, artifact, tmp_path, capsys):
     assert not (tmp_path / "out").exists()   # no report, no half render/
 
 
-def test_huge_input_size_is_refused_before_allocating(dataset, artifact, tmp_path, capsys):
+def test_huge_input_size_is_refused_before_allocating(dataset, artifact, tmp_path, capsys,
+                                                      assert_one_error_line):
     huge = _edited(artifact, tmp_path / "huge.safetensors", input_size=[100000, 100000])
     rc, err = _eval(capsys, huge, dataset, tmp_path / "out")
     assert rc == 2
@@ -203,7 +201,8 @@ def test_huge_input_size_is_refused_before_allocating(dataset, artifact, tmp_pat
     assert_one_error_line(err, "ssp_eval", "--size 99968x64")
 
 
-def test_unknown_preset_in_the_artifact(dataset, artifact, tmp_path, capsys):
+def test_unknown_preset_in_the_artifact(dataset, artifact, tmp_path, capsys,
+                                        assert_one_error_line):
     nope = _edited(artifact, tmp_path / "nope.safetensors", preset="nope")
     rc, err = _eval(capsys, nope, dataset, tmp_path / "out")
     assert rc == 2

@@ -1,6 +1,5 @@
 """``ssp_export onnx`` under hostile input (issue 17 items 3, 5, 9): validate, then stage."""
 
-from _hostile import assert_one_error_line, snapshot
 import pytest
 from ssp_perception.artifact import save_artifact
 from ssp_perception.classes import UAVID
@@ -13,13 +12,7 @@ import torch
 NET = (64, 96)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Run torch on one thread: tiny tensors gain nothing on a shared CI box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _artifact(path, nan=False):
@@ -46,7 +39,7 @@ def _run(capsys, *argv):
     return rc, capsys.readouterr().err
 
 
-def test_steps_zero_is_refused_before_writing(artifact, tmp_path, capsys):
+def test_steps_zero_is_refused_before_writing(artifact, tmp_path, capsys, assert_one_error_line):
     rc, err = _run(capsys, "onnx", str(artifact), "--out-dir", str(tmp_path / "o"),
                    "--steps", "0")
     assert rc == 2
@@ -56,8 +49,8 @@ def test_steps_zero_is_refused_before_writing(artifact, tmp_path, capsys):
 
 @pytest.mark.parametrize("option,value", [("--atol", "nan"), ("--atol", "-1"),
                                           ("--min-agreement", "1.5")])
-def test_bad_parity_options_are_refused_before_writing(option, value, artifact, tmp_path,
-                                                       capsys):
+def test_bad_parity_options_are_refused_before_writing(option, value, artifact, tmp_path, capsys,
+                                                       assert_one_error_line):
     rc, err = _run(capsys, "onnx", str(artifact), "--out-dir", str(tmp_path / "o"), option,
                    value)
     assert rc == 2
@@ -65,7 +58,7 @@ def test_bad_parity_options_are_refused_before_writing(option, value, artifact, 
     assert list(tmp_path.iterdir()) == []
 
 
-def test_out_dir_that_is_a_file(artifact, tmp_path, capsys):
+def test_out_dir_that_is_a_file(artifact, tmp_path, capsys, assert_one_error_line, snapshot):
     target = tmp_path / "deploy"
     target.write_text("not a folder\n")
     before = snapshot(tmp_path)
@@ -79,7 +72,8 @@ def test_out_dir_that_is_a_file(artifact, tmp_path, capsys):
     assert snapshot(tmp_path) == before
 
 
-def test_non_empty_folder_needs_force_and_must_be_an_export(artifact, tmp_path, capsys):
+def test_non_empty_folder_needs_force_and_must_be_an_export(artifact, tmp_path, capsys,
+                                                            assert_one_error_line, snapshot):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "model.onnx").write_bytes(b"someone else's graph")
@@ -104,7 +98,7 @@ def test_non_empty_folder_needs_force_and_must_be_an_export(artifact, tmp_path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["deploy", "foreign"]
 
 
-def test_nan_weights_fail_the_parity_check_as_an_error(tmp_path, capsys):
+def test_nan_weights_fail_the_parity_check_as_an_error(tmp_path, capsys, assert_one_error_line):
     broken = _artifact(tmp_path / "nan.safetensors", nan=True)
     rc, err = _run(capsys, "onnx", str(broken), "--out-dir", str(tmp_path / "o"))
     assert rc == 2

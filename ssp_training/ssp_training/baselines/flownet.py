@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ssp_perception.config import IMAGENET_MEAN, IMAGENET_STD
 import torch
 from torch import nn
 import torch.nn.functional as F
 
 from .config import FlowConfig
-from ..flow import batch_flow, DISFlow, IMAGENET_MEAN, IMAGENET_STD
+from ..flow import batch_flow, DISFlow
 
 RAFT_MIN_SIDE = 128
 

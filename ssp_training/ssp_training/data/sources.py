@@ -25,11 +25,9 @@ UAVID_COLOURS = {(0, 0, 0): 0, (128, 64, 128): 1, (128, 128, 0): 2, (0, 128, 0):
                  (64, 64, 0): 4, (64, 0, 128): 5, (192, 0, 192): 5, (128, 0, 0): 7}
 VDD_WATER, VDD_ROOF = 6, 5
 UAVID_WATER, UAVID_BUILDING, UAVID_ROOF = 6, 7, 8
-# RuralScapes colour -> raw id (spec §6.2); raw 0 is "unlabeled".
-RURALSCAPES_COLOURS = {(0, 0, 0): 0, (255, 255, 0): 1, (0, 255, 0): 2, (0, 127, 0): 3,
-                       (0, 255, 255): 4, (127, 127, 0): 5, (255, 255, 255): 6,
-                       (127, 127, 63): 7, (255, 0, 255): 8, (127, 127, 127): 9,
-                       (255, 0, 0): 10, (255, 127, 0): 11, (0, 0, 255): 12}
+# RuralScapes colour -> raw id (spec §6.2); raw 0 is "unlabeled" (black), raw k the class set's
+# class k - 1: its label colours are the class set's own.
+RURALSCAPES_COLOURS = {(0, 0, 0): 0, **{c: k + 1 for k, c in enumerate(RURALSCAPES.colors)}}
 
 
 class PrepareError(RuntimeError):
