@@ -78,7 +78,11 @@ BUILD_INPUTS=(msg/package.xml msg/CMakeLists.txt msg/*.msg msg/srv/*.srv package
               setup.cfg ssp_training/package.xml ssp_training/setup.py ssp_training/setup.cfg)
 BUILD_HASH="$(cd "$ROOT" && { hash_of "${BUILD_INPUTS[@]}"; ls launch config ssp_training/configs \
               2>/dev/null; echo "$REQ_HASH"; } | sha256sum | cut -c1-16)"
-if stamp_ok colcon "$BUILD_HASH" && [[ -f "$ROOT/$SSP_INSTALL_BASE/setup.bash" ]]; then
+# The build stamp lives in this checkout's build folder, not the venv: a venv may serve
+# several checkouts (worktrees), and each needs its own build of a changed message.
+BUILD_STAMP="$ROOT/$SSP_BUILD_BASE/.ssp-build-stamp"
+if [[ -f "$BUILD_STAMP" && "$(cat "$BUILD_STAMP")" == "$BUILD_HASH" \
+      && -f "$ROOT/$SSP_INSTALL_BASE/setup.bash" ]]; then
     echo "    up to date"
 else
     (
@@ -95,7 +99,7 @@ else
             --event-handlers console_cohesion+ summary+ \
             --cmake-args -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF
     )
-    stamp_set colcon "$BUILD_HASH"
+    echo "$BUILD_HASH" > "$BUILD_STAMP"
 fi
 
 if [[ "$SSP_DISTRO" == kilted ]]; then
