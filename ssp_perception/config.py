@@ -142,7 +142,7 @@ PRESETS: dict[str, ModelConfig] = {
     "hiera_s": ModelConfig(preset="hiera_s", backbone="sam2_hiera_small", head_channels=256),
     "hiera_bplus": ModelConfig(preset="hiera_bplus", backbone="sam2_hiera_base_plus",
                                head_channels=512),
-    "lite": ModelConfig(preset="lite", backbone="mobilenetv4_conv_small", head_channels=32,
+    "lite": ModelConfig(preset="lite", backbone="efficientnet_lite0", head_channels=32,
                         sim_op="embed", sim_channels=4, upsample_before_mixing=False,
                         input_size=(384, 640), feature_indices=(1, 2, 3, 4)),
 }

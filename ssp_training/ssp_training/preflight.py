@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ssp_perception.artifact import ArtifactError, read_meta
 from ssp_perception.classes import ClassSet
+from ssp_perception.models.pretrained import check_source, WeightsError
 
 from .data.dataset import DatasetInfo, list_clips
 from .logits import read_manifest
@@ -128,7 +129,12 @@ def check_teacher(recipe: Recipe, train_clips: tuple[str, ...]) -> None:
 
 def check_files(recipe: Recipe, needs_homography: bool) -> None:
     """Check the weight files the run will read exist."""
-    named = [("model.backbone_weights", recipe.model.backbone_weights)]
+    if recipe.model.backbone_weights:
+        try:
+            check_source(recipe.model.backbone_weights, recipe.model_config().backbone)
+        except WeightsError as err:
+            _fail(f"model.backbone_weights: {err}")
+    named = []
     if recipe.loss.uses_flow and recipe.loss.flow == "raft":
         named.append(("loss.flow_weights", recipe.loss.flow_weights))
     if recipe.val.tc and recipe.val.flow == "raft":

@@ -137,22 +137,3 @@ def test_mixed_precision_is_off_on_cpu_unless_asked():
     assert _amp(load_recipe(IMAGE, ["data.root=x"]), cpu) == (None, False)
     assert _amp(load_recipe(IMAGE, ["data.root=x", "optim.amp=bf16"]), cpu) == (torch.bfloat16,
                                                                                 False)
-
-
-def test_pretrained_timm_backbone_weights_load_from_a_user_file(tmp_path):
-    import timm
-    from safetensors.torch import save_file
-    from ssp_perception.artifact import ArtifactError
-    from ssp_training.train import load_backbone_weights
-    torch.manual_seed(1)
-    full = timm.create_model("mobilenetv4_conv_small", pretrained=False)  # with its classifier
-    path = tmp_path / "mnv4.safetensors"
-    save_file({k: v.contiguous() for k, v in full.state_dict().items()}, str(path))
-    model = create_model(preset("lite", input_size=(64, 96)))
-    assert load_backbone_weights(model.image_model, str(path)) > 200
-    trunk = model.image_model.encoder.trunk().state_dict()
-    assert torch.equal(trunk["conv_stem.weight"], full.state_dict()["conv_stem.weight"])
-    other = tmp_path / "other.safetensors"
-    save_file({"fc.weight": torch.zeros(2, 2)}, str(other))
-    with pytest.raises(ArtifactError, match="is it a checkpoint of that timm model"):
-        load_backbone_weights(model.image_model, str(other))
