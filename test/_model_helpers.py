@@ -11,7 +11,7 @@ TINY_SIZE = (64, 96)
 
 
 def tiny_config(**overrides) -> ModelConfig:
-    """Return the lite preset at a tiny input size (MobileNetV4 + UperNet-32)."""
+    """Return the lite preset at a tiny input size (EfficientNet-Lite0 + UperNet-32)."""
     return preset("lite", input_size=TINY_SIZE, **overrides)
 
 

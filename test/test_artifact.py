@@ -165,7 +165,7 @@ def test_weights_of_another_architecture(tmp_path, model):
     assert "missing 11: similarity.block.0.bias" in text  # no learned block in a cosine model
     assert "unexpected none" in text
     assert ("shape mismatches (stored vs expected) 61: "
-            "image_model.decoder.ppm.branches.0.0.weight (16, 960, 1, 1) vs (32, 960, 1, 1)"
+            "image_model.decoder.ppm.branches.0.0.weight (16, 320, 1, 1) vs (32, 320, 1, 1)"
             in text)
     assert "(+55 more)" in text  # long lists are cut short
 
