@@ -66,7 +66,7 @@ fi
 
 STEP="replay the bag through ssp_node: SSP vs the image model alone"
 echo "==> [demo] $STEP"
-python -m ssp_perception.replay "$BAG" --image-topic /camera/image_raw \
+python -m ssp_perception.ros.replay "$BAG" --image-topic /camera/image_raw \
     --label-topic /camera/labels --out "$OUT" --overwrite --domain-id "$DOMAIN" \
     --params-file config/uav.yaml -p "model_path:=$MODEL"
 

@@ -1,7 +1,7 @@
 # The module map names this file; inside the package it never shadows the stdlib.  # noqa: A005
 """Convert raw image buffers (ROS encodings, row step, endianness) to RGB arrays and back.
 
-ROS-free: the node's message converter (`ros_conv.py`) hands the fields of a
+ROS-free: the node's message converter (`ros/conversions.py`) hands the fields of a
 `sensor_msgs/Image` (`data`, `encoding`, `width`, `height`, `step`, `is_bigendian`) or a
 `sensor_msgs/CompressedImage` (`data`, `format`) to these functions, and builds output messages
 from the `RawImage` buffers they return. Nothing here depends on `cv_bridge`: the PyPI port is

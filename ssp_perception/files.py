@@ -19,7 +19,7 @@ The guarantee is against process crashes; files are not fsync'ed unless ``durabl
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 import contextlib
 import json
 import os
@@ -64,9 +64,29 @@ def atomic_write_text(path: str | os.PathLike, text: str, durable: bool = False)
     return atomic_write_bytes(path, text.encode("utf-8"), durable=durable)
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any, sort_keys: bool = True) -> Path:
+def atomic_write_json(path: str | os.PathLike, obj: Any, sort_keys: bool = True,
+                      indent: int = 2, durable: bool = False) -> Path:
     """Write ``obj`` as indented JSON (trailing newline) atomically."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n")
+    return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n",
+                             durable=durable)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` to write; rename it onto ``path`` on success.
+
+    For writers that need a file name rather than bytes (safetensors ``save_file``, video
+    encoders). The file gets mode 0644; on any exception the temporary file is removed and
+    ``path`` is untouched.
+    """
+    path = Path(path)
+    tmp = _temp_sibling(path)
+    try:
+        yield tmp
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _marker_tool(folder: Path) -> str | None:
@@ -80,13 +100,16 @@ def _marker_tool(folder: Path) -> str | None:
 
 
 def check_output_target(path: str | os.PathLike, tool: str, force: bool,
-                        flag: str = "--force") -> Path:
+                        flag: str = "--force",
+                        legacy: Callable[[Path], bool] | None = None) -> Path:
     """Check that ``tool`` may write its output folder at ``path``; return it as a Path.
 
     A missing path is fine. An existing empty folder is fine. An existing folder that ``tool``
     itself wrote (it holds the marker naming ``tool``) may be replaced when ``force`` is set.
-    Everything else raises :class:`OutputError` with a one-line reason: a regular file or
-    other non-folder, a folder with foreign contents, or an output of another tool.
+    ``legacy``, if given, recognises outputs ``tool`` wrote before the marker existed (by the
+    exact layout it writes); those count as its own. Everything else raises
+    :class:`OutputError` with a one-line reason: a regular file or other non-folder, a folder
+    with foreign contents, or an output of another tool.
     """
     path = Path(path)
     if not path.exists() and not path.is_symlink():
@@ -97,6 +120,8 @@ def check_output_target(path: str | os.PathLike, tool: str, force: bool,
     if not any(path.iterdir()):
         return path
     owner = _marker_tool(path)
+    if owner is None and legacy is not None and legacy(path):
+        owner = tool
     if owner != tool:
         what = f"an output of {owner}" if owner else "a folder that was not written by " + tool
         raise OutputError(f"{path}: is {what}; {tool} only replaces its own outputs, even "
@@ -108,15 +133,16 @@ def check_output_target(path: str | os.PathLike, tool: str, force: bool,
 
 @contextlib.contextmanager
 def staged_dir(dest: str | os.PathLike, tool: str, force: bool = False,
-               flag: str = "--force") -> Iterator[Path]:
+               flag: str = "--force",
+               legacy: Callable[[Path], bool] | None = None) -> Iterator[Path]:
     """Yield a staging folder that replaces ``dest`` only if the block finishes.
 
     The destination is checked first (:func:`check_output_target`), the staging folder is a
     hidden sibling of ``dest`` (same file system, so the final rename is atomic) and gets the
     marker naming ``tool``. On an exception the staging folder is deleted and ``dest`` keeps
-    whatever it held before.
+    whatever it held before. ``legacy`` is passed on to :func:`check_output_target`.
     """
-    dest = check_output_target(dest, tool, force, flag)
+    dest = check_output_target(dest, tool, force, flag, legacy)
     dest.parent.mkdir(parents=True, exist_ok=True)
     stage = _temp_sibling(dest, "staging")
     shutil.rmtree(stage, ignore_errors=True)

@@ -1,7 +1,8 @@
 """Global frame-to-frame registration: the homography that maps the previous frame to this one.
 
 SSP aligns the previous output with one global homography per frame (SSP_SPEC §3). This module
-estimates it from sparse features and rejects estimates that cannot be camera motion:
+estimates it from sparse features; ``homography_fit`` fits it robustly and rejects estimates
+that cannot be camera motion:
 
 * ``OpenCVRegistrator``: ORB (default on CPU) or SIFT, 2-NN matching with Lowe's ratio test,
   ``cv2.findHomography`` with USAC-MAGSAC (default) or RANSAC (spec §3.3).
@@ -11,26 +12,26 @@ estimates it from sparse features and rejects estimates that cannot be camera mo
 
 Every registrator caches the previous frame's keypoints and descriptors, so a stream that calls
 ``register_next(frame)`` once per frame computes each frame's features exactly once (the node
-optimisation of spec §3.1). Features are detected on a downscaled copy (``working_long_side``)
-and their coordinates mapped back, so homographies and thresholds are always at the resolution
-of the frames passed in.
+optimisation of spec §3.1); ``register_from(prev_features, frame)`` is the same without the
+cache, for the streaming step that keeps the features in its own state. Features are detected
+on a downscaled copy (``working_long_side``) and their coordinates mapped back, so homographies
+and thresholds are always at the resolution of the frames passed in.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-import math
-from pathlib import Path
 import time
 from typing import Any, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
 
+from .files import load_tensor_file
 from .geometry import resize_transform, transform_points
+from .homography_fit import check_homography, ESTIMATORS, fit_homography
 
 METHODS = ("orb", "sift", "identity", "disk_lightglue")
-ESTIMATORS = {"usac_magsac": cv2.USAC_MAGSAC, "ransac": cv2.RANSAC}
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,14 @@ class Registrator(Protocol):
     def register_next(self, frame: np.ndarray) -> RegistrationResult:
         """Register the cached previous frame to ``frame`` and cache ``frame``'s features."""
 
+    def register_from(self, prev: FrameFeatures | None,
+                      frame: np.ndarray) -> tuple[RegistrationResult, FrameFeatures]:
+        """Register ``prev`` (features of the previous frame) to ``frame``; cache untouched.
+
+        Returns the result and ``frame``'s features, the ``prev`` of the next call: the pure
+        form of ``register_next`` for callers that keep the features in their own state.
+        """
+
     def reset(self) -> None:
         """Forget the cached previous frame."""
 
@@ -169,47 +178,6 @@ class Registrator(Protocol):
 def identity_result(reason: str = "", time_ms: float = 0.0) -> RegistrationResult:
     """Return a failed result holding the identity homography and ``reason``."""
     return RegistrationResult(np.eye(3), success=False, reason=reason, time_ms=time_ms)
-
-
-def check_homography(h: np.ndarray, size: tuple[int, int], cfg: RegistrationConfig) -> str:
-    """Return why ``h`` (prev -> cur, frames of ``size`` (H, W)) is implausible, or "".
-
-    Frame-to-frame camera motion is small: the frame keeps its orientation (no reflection),
-    stays in front of the camera (w > 0 at every corner), barely changes area, shear or
-    perspective, and corners move by a fraction of the diagonal. Anything else is a degenerate
-    fit (collinear or clustered inliers, a repeated texture) and must not move state.
-    """
-    h = np.asarray(h, dtype=np.float64)
-    if h.shape != (3, 3) or not np.isfinite(h).all():
-        return "homography is not a finite 3x3 matrix"
-    if abs(h[2, 2]) < 1e-12:
-        return "homography has h33 = 0 (maps the origin to infinity)"
-    h = h / h[2, 2]
-    hgt, wid = size
-    corners = np.array([[0.0, 0.0], [wid - 1.0, 0.0], [wid - 1.0, hgt - 1.0], [0.0, hgt - 1.0]])
-    w = np.concatenate([corners, np.ones((4, 1))], axis=1) @ h[2]
-    if (w <= 1e-6).any():
-        return "a frame corner maps behind the camera (w <= 0)"
-    if w.max() / w.min() > 1.0 + cfg.max_perspective:
-        return (f"perspective change {w.max() / w.min() - 1.0:.3f} exceeds "
-                f"max_perspective {cfg.max_perspective}")
-    if np.linalg.det(h) <= 0.0:
-        return "homography reverses orientation (det <= 0)"
-    warped = transform_points(h, corners)
-    area_ratio = _polygon_area(warped) / _polygon_area(corners)
-    if not 1.0 / cfg.max_scale_change <= area_ratio <= cfg.max_scale_change:
-        return (f"area ratio {area_ratio:.3f} outside "
-                f"1/{cfg.max_scale_change}..{cfg.max_scale_change}")
-    # Local linear part at the frame centre: the Jacobian of the projective map there.
-    centre = np.array([(wid - 1) / 2.0, (hgt - 1) / 2.0])
-    sv = np.linalg.svd(_jacobian(h, centre), compute_uv=False)
-    if sv[1] <= 0.0 or sv[0] / sv[1] > cfg.max_anisotropy:
-        return f"anisotropy {sv[0] / max(sv[1], 1e-12):.3f} exceeds {cfg.max_anisotropy}"
-    shift = np.linalg.norm(warped - corners, axis=1).max() / math.hypot(hgt, wid)
-    if shift > cfg.max_corner_shift:
-        return (f"corner moved {shift:.3f} of the diagonal, more than "
-                f"max_corner_shift {cfg.max_corner_shift}")
-    return ""
 
 
 class _FeatureRegistrator:
@@ -242,16 +210,21 @@ class _FeatureRegistrator:
         "no previous frame". A size change also fails (and re-primes the cache): a homography
         between frames of different sizes is not what a stream wants.
         """
+        result, self._prev = self.register_from(self._prev, frame)
+        return result
+
+    def register_from(self, prev: FrameFeatures | None,
+                      frame: np.ndarray) -> tuple[RegistrationResult, FrameFeatures]:
+        """Register ``prev`` to ``frame``; return the result and ``frame``'s features."""
         start = time.perf_counter()
         _check_frame(frame)
         cur = self._extract(frame)
-        prev, self._prev = self._prev, cur
         if prev is None:
-            return identity_result("no previous frame", _ms_since(start))
+            return identity_result("no previous frame", _ms_since(start)), cur
         if prev.size != cur.size:
             return identity_result(f"frame size changed from {prev.size} to {cur.size}",
-                                   _ms_since(start))
-        return self._estimate(prev, cur, start)
+                                   _ms_since(start)), cur
+        return self._estimate(prev, cur, start), cur
 
     def _extract(self, frame: np.ndarray) -> FrameFeatures:
         raise NotImplementedError
@@ -274,28 +247,11 @@ class _FeatureRegistrator:
                                   _ms_since(start))
             res.matches = n
             return res
-        src = prev.keypoints[pairs[:, 0]].astype(np.float32)
-        dst = cur.keypoints[pairs[:, 1]].astype(np.float32)
-        h, mask = cv2.findHomography(src, dst, ESTIMATORS[cfg.estimator],
-                                     cfg.reproj_threshold_px, maxIters=cfg.max_iters,
-                                     confidence=cfg.confidence)
-        inliers = int(mask.sum()) if mask is not None else 0
-        res = RegistrationResult(np.eye(3), success=False, matches=n, inliers=inliers,
-                                 inlier_ratio=inliers / n)
-        if h is None:
-            res.reason = "robust estimation found no homography"
-        elif inliers < cfg.min_inliers:
-            res.reason = f"{inliers} inliers, fewer than min_inliers {cfg.min_inliers}"
-        elif res.inlier_ratio < cfg.min_inlier_ratio:
-            res.reason = (f"inlier ratio {res.inlier_ratio:.2f} below min_inlier_ratio "
-                          f"{cfg.min_inlier_ratio}")
-        else:
-            res.reason = check_homography(h, cur.size, cfg)
-            if not res.reason:
-                res.homography = np.asarray(h, dtype=np.float64) / h[2, 2]
-                res.success = True
-        res.time_ms = _ms_since(start)
-        return res
+        src, dst = prev.keypoints[pairs[:, 0]], cur.keypoints[pairs[:, 1]]
+        h, inliers, reason = fit_homography(src, dst, cur.size, cfg)
+        return RegistrationResult(np.eye(3) if h is None else h, success=h is not None,
+                                  matches=n, inliers=inliers, inlier_ratio=inliers / n,
+                                  reason=reason, time_ms=_ms_since(start))
 
     def _working_frame(self, frame: np.ndarray,
                        gray: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
@@ -370,7 +326,7 @@ class KorniaRegistrator(_FeatureRegistrator):
         super().__init__(cfg)
         self._torch = torch
         self._device = torch.device(cfg.device)
-        disk_state = _load_state_dict(cfg.disk_weights)
+        disk_state = load_tensor_file(cfg.disk_weights, "registration.disk_weights (DISK)")
         # kornia's released DISK file nests the network under "extractor".
         disk_state = disk_state.get("extractor", disk_state)
         self._disk = kf.DISK()
@@ -379,8 +335,9 @@ class KorniaRegistrator(_FeatureRegistrator):
         # features=None builds LightGlue without touching the network; the DISK configuration
         # (128-d input) is then given explicitly.
         self._lightglue = kf.LightGlue(None, **{**kf.LightGlue.features["disk"], "weights": None})
-        state = _rename_lightglue_keys(_load_state_dict(cfg.lightglue_weights),
-                                       self._lightglue.conf.n_layers)
+        state = load_tensor_file(cfg.lightglue_weights, "registration.lightglue_weights "
+                                 "(LightGlue)")
+        state = _rename_lightglue_keys(state, self._lightglue.conf.n_layers)
         # Released files lack derived buffers (confidence thresholds); every learned
         # parameter must be there, and nothing foreign may be.
         bad = self._lightglue.load_state_dict(state, strict=False)
@@ -430,7 +387,7 @@ class IdentityRegistrator:
 
     def __init__(self, cfg: RegistrationConfig | None = None) -> None:
         self.cfg = cfg or RegistrationConfig(method="identity")
-        self._prev_size: tuple[int, int] | None = None
+        self._prev: FrameFeatures | None = None
 
     def register(self, prev: np.ndarray, cur: np.ndarray) -> RegistrationResult:
         """Return the identity homography as a successful estimate."""
@@ -440,18 +397,23 @@ class IdentityRegistrator:
 
     def register_next(self, frame: np.ndarray) -> RegistrationResult:
         """Return the identity, failing only for the first frame or after a size change."""
+        result, self._prev = self.register_from(self._prev, frame)
+        return result
+
+    def register_from(self, prev: FrameFeatures | None,
+                      frame: np.ndarray) -> tuple[RegistrationResult, FrameFeatures]:
+        """Return the identity from ``prev``'s frame to ``frame`` and ``frame``'s size."""
         _check_frame(frame)
-        size, prev = tuple(frame.shape[:2]), self._prev_size
-        self._prev_size = size
+        cur = FrameFeatures(np.zeros((0, 2)), None, tuple(frame.shape[:2]))
         if prev is None:
-            return identity_result("no previous frame")
-        if prev != size:
-            return identity_result(f"frame size changed from {prev} to {size}")
-        return RegistrationResult(np.eye(3), success=True)
+            return identity_result("no previous frame"), cur
+        if prev.size != cur.size:
+            return identity_result(f"frame size changed from {prev.size} to {cur.size}"), cur
+        return RegistrationResult(np.eye(3), success=True), cur
 
     def reset(self) -> None:
         """Forget the previous frame's size."""
-        self._prev_size = None
+        self._prev = None
 
 
 def create_registrator(cfg: RegistrationConfig | None = None) -> Registrator:
@@ -476,22 +438,6 @@ def _check_frame(frame: np.ndarray) -> None:
         raise ValueError(f"frame {frame.shape[:2]} is too small to register (min side 8)")
 
 
-def _load_state_dict(path: str) -> dict:
-    """Read a checkpoint without unpickling arbitrary objects (safetensors or weights_only)."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"registration weights not found: {p} (weights are never "
-                                f"downloaded; pass the path of a local checkpoint)")
-    if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return load_file(str(p))
-    import torch
-    state = torch.load(str(p), map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise ValueError(f"{p}: expected a state dict, got {type(state).__name__}")
-    return state
-
-
 def _rename_lightglue_keys(state: dict, n_layers: int) -> dict:
     """Map the released LightGlue key names onto kornia's module layout."""
     out = {}
@@ -502,21 +448,6 @@ def _rename_lightglue_keys(state: dict, n_layers: int) -> dict:
             key = key.replace(f"cross_attn.{i}.", f"transformers.{i}.cross_attn.")
         out[key] = value
     return out
-
-
-def _jacobian(h: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Return the 2x2 Jacobian of the projective map ``h`` at point ``p`` (x, y)."""
-    x, y = p
-    w = h[2, 0] * x + h[2, 1] * y + h[2, 2]
-    u = h[0, 0] * x + h[0, 1] * y + h[0, 2]
-    v = h[1, 0] * x + h[1, 1] * y + h[1, 2]
-    return np.array([[h[0, 0] * w - u * h[2, 0], h[0, 1] * w - u * h[2, 1]],
-                     [h[1, 0] * w - v * h[2, 0], h[1, 1] * w - v * h[2, 1]]]) / (w * w)
-
-
-def _polygon_area(p: np.ndarray) -> float:
-    x, y = p[:, 0], p[:, 1]
-    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
 def _ms_since(start: float) -> float:

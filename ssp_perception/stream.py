@@ -5,12 +5,14 @@ the class metadata. ``Stream`` owns one camera's temporal state (``StreamState``
 frames into ``FrameResult``s (SSP_SPEC §2.7):
 
 1. preprocess: resize (or pad) the RGB frame to the network size, normalise;
-2. register: homography previous -> current frame at the input resolution, from features the
-   registrator cached for the previous frame (each frame's features are computed once);
-3. step: with state, ``ssp_step`` warps the previous fused logits and stage-1 features and fuses;
-   without (first frame, after a reset), ``image_step``;
-4. postprocess: labels, confidence and similarity back at the exact input resolution;
-5. online consistency: the previous labels warped into this frame and compared (TC estimate).
+2. step (``streaming.advance``): reset triggers, the homography previous -> current frame at
+   the input resolution from the previous frame's features, then ``ssp_step`` (warp the previous
+   fused logits and stage-1 embedding, fuse) with state or ``image_step`` without;
+3. postprocess: labels, confidence and similarity back at the exact input resolution;
+4. online consistency: the previous labels warped into this frame and compared (TC estimate).
+
+Step 2 is the one streaming step ``ssp_eval`` and training validation run too; this module adds
+the camera side around it.
 
 Decisions where the spec is silent:
 
@@ -21,11 +23,7 @@ Decisions where the spec is silent:
   preset: 0.47 MB of logits plus 0.23 MB of 4-channel embeddings at 384x640). Stride-4 logits are
   upsampled to the network size with the model's own mode (bicubic) in postprocessing, for the
   image step and the SSP step alike.
-* ``on_registration_failure="reset"`` is the default. A failed registration means the camera
-  moved too fast, the view changed or the image is blank. Fusing with the identity then smears the
-  previous labels over the wrong pixels, and because the state is the fused output the error
-  lingers for many frames. A reset costs one frame of temporal smoothing and nothing else.
-  "identity" reproduces the reference (spec §3.1 step 5, §13) for parity evaluations.
+* Registration failure, resets and non-finite output: see ``streaming``.
 * Resizing: ``cv2.INTER_AREA`` when shrinking (antialiased, like the PIL bilinear the training
   data loader uses), ``INTER_LINEAR`` when enlarging. Labels default to the argmax at the network
   resolution resized with ``INTER_NEAREST_EXACT``: the argmax of bilinearly upsampled logits
@@ -50,21 +48,16 @@ import torch.nn.functional as F
 
 from .backends import Backend, create_backend
 from .classes import ClassSet, IGNORE_INDEX
+from .config import IMAGENET_MEAN, IMAGENET_STD, SIZE_MULTIPLE
 from .geometry import rescale_homography
 from .metrics import flip_rate, pair_miou
 from .models.image_model import SeparableResize
 from .models.ssp import upsample_similarity
-from .registration import (create_registrator, RegistrationConfig, RegistrationResult,
-                           Registrator)
+from .registration import create_registrator, RegistrationConfig, RegistrationResult
+from .streaming import advance, FAILURE_POLICIES, RESET_REASONS, StepConfig, StepState
 
 RESIZE_MODES = ("resize", "pad")
-FAILURE_POLICIES = ("reset", "identity")
 LABEL_UPSAMPLING = ("nearest", "bilinear")
-RESET_REASONS = ("", "first_frame", "manual", "time_backwards", "time_gap", "size_change",
-                 "registration_failed", "frame_id_change")
-SIZE_MULTIPLE = 32
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -86,7 +79,8 @@ class StreamConfig:
     frame while registration, the online TC estimate and flip rate still run: the baseline for
     comparisons (``ssp_replay --compare``)."""
     on_registration_failure: str = "reset"
-    """"reset" (drop state, see module docstring) or "identity" (fuse unaligned, reference)."""
+    """"reset" (drop the state: this frame gets the image output) or "identity" (fuse
+    unaligned, as the reference); see ``streaming``."""
     compute_confidence: bool = True
     """Return the max-softmax confidence map (float32 0..1, input resolution)."""
     compute_similarity: bool = False
@@ -110,60 +104,46 @@ class StreamConfig:
                 fail(f"input_size must be None or (H, W) with positive multiples of "
                      f"{SIZE_MULTIPLE}, got {size!r}")
             object.__setattr__(self, "input_size", (int(size[0]), int(size[1])))
-        if not isinstance(self.propagate, bool):
-            fail(f"propagate must be true or false, got {self.propagate!r}")
+        try:
+            self.step_config()
+        except ValueError as err:
+            fail(str(err))
         if self.resize_mode not in RESIZE_MODES:
             fail(f"resize_mode {self.resize_mode!r} is not one of {', '.join(RESIZE_MODES)}")
         if self.label_upsampling not in LABEL_UPSAMPLING:
             fail(f"label_upsampling {self.label_upsampling!r} is not one of "
                  f"{', '.join(LABEL_UPSAMPLING)}")
-        if self.on_registration_failure not in FAILURE_POLICIES:
-            fail(f"on_registration_failure {self.on_registration_failure!r} is not one of "
-                 f"{', '.join(FAILURE_POLICIES)}")
-        if not (isinstance(self.max_gap_s, (int, float)) and self.max_gap_s >= 0):
-            fail(f"max_gap_s must be >= 0 seconds (0 disables the gap reset), "
-                 f"got {self.max_gap_s!r}")
         if not (isinstance(self.consistency_scale, (int, float))
                 and 0.0 <= self.consistency_scale <= 1.0):
             fail(f"consistency_scale must be in [0, 1] (0 disables the TC estimate), "
                  f"got {self.consistency_scale!r}")
 
+    def step_config(self) -> StepConfig:
+        """Return the reset policy and propagation settings of the streaming step."""
+        return StepConfig(max_gap_s=self.max_gap_s, reset_on_backwards=self.reset_on_backwards,
+                          reset_on_frame_id_change=self.reset_on_frame_id_change,
+                          propagate=self.propagate,
+                          on_registration_failure=self.on_registration_failure)
 
-@dataclass
+
+@dataclass(frozen=True)
 class StreamState:
-    """Hold everything one stream carries from frame to frame; replaced, never accumulated."""
+    """Hold what one stream carries from frame to frame; replaced, never accumulated."""
 
-    registrator: Registrator
-    """Registration, caching the previous frame's keypoints and descriptors."""
-    prev_logits: torch.Tensor | None = None
-    """(1, C, h, w) fused logits of the previous frame at network resolution (spec §2.7)."""
-    prev_feat: torch.Tensor | None = None
-    """(1, d, h/4, w/4) raw stage-1 features of the previous frame."""
+    step: StepState = field(default_factory=StepState)
+    """The streaming step's state: fused logits, embedding, registration features, stamps."""
     prev_labels: np.ndarray | None = None
     """Previous labels at ``consistency_scale`` (uint8), for the online TC estimate."""
-    last_stamp: float | None = None
-    """Stamp (s) of the last frame that carried one."""
-    frame_size: tuple[int, int] | None = None
-    """(H, W) of the previous input frame."""
-    frame_id: str | None = None
-    """Frame id of the previous frame."""
-    frame_index: int = 0
-    """Frames processed by this stream since it was created."""
-    frames_since_reset: int = 0
-    """Frames processed since the last reset (0 on a reset frame)."""
-    pending_reset: str = "first_frame"
-    """Reason of a reset requested before the next frame ("" = none)."""
 
-    def clear(self, reason: str, keep_registration: bool = False) -> None:
-        """Drop the temporal state; the next frame reports ``reason`` as its reset reason.
+    @property
+    def prev_logits(self) -> torch.Tensor | None:
+        """Return the previous fused logits (see ``StepState.prev_logits``)."""
+        return self.step.prev_logits
 
-        ``keep_registration`` keeps the registrator's cached features: after a failed
-        registration they belong to the current frame, the right reference for the next one.
-        """
-        self.prev_logits = self.prev_feat = self.prev_labels = None
-        if not keep_registration:
-            self.registrator.reset()
-        self.pending_reset = reason
+    @property
+    def prev_feat(self) -> torch.Tensor | None:
+        """Return the previous stage-1 embedding (see ``StepState.prev_feat``)."""
+        return self.step.prev_feat
 
 
 @dataclass
@@ -197,9 +177,11 @@ class FrameResult:
     tc_estimate: float
     """Online TC: pair mIoU of these labels and the warped previous labels, 0..1 (or nan)."""
     mean_confidence: float
-    """Mean of ``confidence`` (nan if not computed)."""
+    """Mean of ``confidence`` (nan if not computed, or if the model output is not finite)."""
     network_size: tuple[int, int]
     """(h, w) the network ran at."""
+    finite: bool = True
+    """False when the model output held NaN or inf (the state was reset; reject the frame)."""
     timings_ms: dict[str, float] = field(default_factory=dict)
     """preprocess, registration, model (network step incl. warp and fusion), postprocess,
     consistency and total, in milliseconds."""
@@ -241,7 +223,7 @@ class Segmenter:
         self._resizers: dict[tuple[tuple[int, int], tuple[int, int]], SeparableResize] = {}
         dev = self.backend.device
         self._mean_t = torch.tensor(self.mean, device=dev).view(1, 3, 1, 1) * 255.0
-        self._inv_std_t = 1.0 / (torch.tensor(self.std, device=dev).view(1, 3, 1, 1) * 255.0)
+        self._std_t = torch.tensor(self.std, device=dev).view(1, 3, 1, 1) * 255.0
 
     @classmethod
     def from_artifact(cls, path: str | Path, backend: str = "torch", device: str = "cpu",
@@ -269,7 +251,8 @@ class Segmenter:
         """Return the (1, 3, H, W) float32 normalised tensor of an (H, W, 3) uint8 RGB image."""
         x = torch.from_numpy(np.ascontiguousarray(image)).to(self.backend.device)
         x = x.permute(2, 0, 1).unsqueeze(0).float()  # (1, 3, H, W) in 0..255
-        return (x - self._mean_t) * self._inv_std_t
+        # (x - mean) / std in float32, bit for bit what ssp_eval and the training data compute.
+        return (x - self._mean_t) / self._std_t
 
     def network_logits(self, logits: torch.Tensor, net_size: tuple[int, int]) -> torch.Tensor:
         """Return step logits (B, C, h, w) at the network size ``net_size`` (H, W).
@@ -315,97 +298,53 @@ class Stream:
                  registration: RegistrationConfig) -> None:
         self.segmenter = segmenter
         self.cfg = cfg
+        self.step_cfg = cfg.step_config()
         self.registration_cfg = registration
-        self.state = StreamState(registrator=create_registrator(registration))
+        self.registrator = create_registrator(registration)
+        self.state = StreamState()
 
     def reset(self, reason: str = "manual") -> None:
         """Drop the temporal state now; the next frame reports ``reason`` ("manual" default)."""
-        if not reason:
-            raise ValueError("reset reason must be a non-empty string")
-        self.state.clear(reason)
+        self.state = StreamState(self.state.step.reset(reason, "requested by reset()"))
 
     def process(self, image: np.ndarray, stamp: float | None = None,
                 frame_id: str = "") -> FrameResult:
         """Segment one (H, W, 3) uint8 RGB frame taken at ``stamp`` seconds; return the result."""
         t_start = time.perf_counter()
         _check_image(image)
-        st, cfg = self.state, self.cfg
         size = (int(image.shape[0]), int(image.shape[1]))
-        reason, detail = self._reset_trigger(size, stamp, frame_id)
-        if reason:
-            st.clear(reason)
-        timings: dict[str, float] = {}
-
         t = time.perf_counter()
         x, net_size = self._preprocess(image)
-        timings["preprocess"] = _ms_since(t)
+        timings = {"preprocess": _ms_since(t)}
+
+        step_state, step = advance(self.segmenter, self.step_cfg, self.state.step, x,
+                                   frame=image, registrator=self.registrator, stamp=stamp,
+                                   frame_id=frame_id, rescale=self.cfg.resize_mode == "resize")
+        timings.update(step.timings_ms)
 
         t = time.perf_counter()
-        registration = st.registrator.register_next(image)
-        timings["registration"] = _ms_since(t)
-        homography = None
-        if st.prev_logits is not None:
-            if registration.success:
-                homography = registration.homography
-            elif cfg.on_registration_failure == "identity":
-                homography = np.eye(3)
-            else:
-                reason, detail = "registration_failed", registration.reason
-                st.clear(reason, keep_registration=True)
-        if reason:
-            registration = registration if reason == "registration_failed" else None
-            st.pending_reset = ""
-
-        t = time.perf_counter()
-        # With propagation off the homography still feeds the online TC estimate below.
-        step_homography = homography if cfg.propagate else None
-        logits, feat, sim = self._step(x, step_homography, size, net_size)
-        timings["model"] = _ms_since(t)
-
-        t = time.perf_counter()
-        labels, confidence, similarity, out_logits = self._postprocess(logits, sim, size,
-                                                                       net_size)
+        labels, confidence, similarity, out_logits = self._postprocess(
+            step.logits, step.similarity, size, net_size)
         timings["postprocess"] = _ms_since(t)
 
         t = time.perf_counter()
         small = self._small_labels(labels)
-        tc, flips = (self._consistency(small, homography, size)
-                     if homography is not None else (math.nan, math.nan))
+        tc, flips = (self._consistency(small, step.homography, size)
+                     if step.homography is not None else (math.nan, math.nan))
         timings["consistency"] = _ms_since(t)
 
         # Replace (never append to) the state: memory stays flat however long the stream runs.
-        st.prev_logits, st.prev_feat, st.prev_labels = logits, feat, small
-        st.frame_size, st.frame_id = size, frame_id
-        st.last_stamp = stamp if stamp is not None else st.last_stamp
-        index, since = st.frame_index, (0 if reason else st.frames_since_reset)
-        st.frame_index, st.frames_since_reset = index + 1, since + 1
+        self.state = StreamState(step_state, small if step.finite else None)
         timings["total"] = _ms_since(t_start)
+        mean_conf = float(confidence.mean()) if confidence is not None else math.nan
         return FrameResult(
             labels=labels, confidence=confidence, similarity=similarity, logits=out_logits,
-            homography=homography, registration=registration,
-            used_state=step_homography is not None, reset_reason=reason, reset_detail=detail,
-            frame_index=index, frames_since_reset=since, flip_rate=flips, tc_estimate=tc,
-            mean_confidence=float(confidence.mean()) if confidence is not None else math.nan,
+            homography=step.homography, registration=step.registration,
+            used_state=step.used_state, reset_reason=step.reset_reason,
+            reset_detail=step.reset_detail, frame_index=step.frame_index,
+            frames_since_reset=step.frames_since_reset, flip_rate=flips, tc_estimate=tc,
+            mean_confidence=mean_conf if step.finite else math.nan, finite=step.finite,
             network_size=net_size, timings_ms=timings)
-
-    def _reset_trigger(self, size: tuple[int, int], stamp: float | None,
-                       frame_id: str) -> tuple[str, str]:
-        """Return (reason, detail) if the state must be reset before this frame, else ("", "")."""
-        st, cfg = self.state, self.cfg
-        if st.pending_reset:
-            return st.pending_reset, ("requested by reset()"
-                                      if st.pending_reset != "first_frame" else "")
-        if st.frame_size is not None and size != st.frame_size:
-            return "size_change", f"{st.frame_size} -> {size}"
-        if cfg.reset_on_frame_id_change and frame_id != st.frame_id:
-            return "frame_id_change", f"{st.frame_id!r} -> {frame_id!r}"
-        if stamp is not None and st.last_stamp is not None:
-            dt = float(stamp) - st.last_stamp
-            if dt < 0 and cfg.reset_on_backwards:
-                return "time_backwards", f"stamp went back {-dt:.3f} s"
-            if cfg.max_gap_s > 0 and dt > cfg.max_gap_s:
-                return "time_gap", f"gap {dt:.3f} s > max_gap_s {cfg.max_gap_s}"
-        return "", ""
 
     def _network_size(self, size: tuple[int, int]) -> tuple[int, int]:
         if self.cfg.resize_mode == "pad":
@@ -429,21 +368,6 @@ class Stream:
             # Zero after normalisation is the mean colour: the least surprising filler.
             x = F.pad(x, (0, net[1] - size[1], 0, net[0] - size[0]))
         return x, net
-
-    def _step(self, x: torch.Tensor, homography: np.ndarray | None, size: tuple[int, int],
-              net_size: tuple[int, int]):
-        """Run the network: SSP step with state and a homography, image step otherwise."""
-        st, seg = self.state, self.segmenter
-        if homography is None:
-            logits, feat = seg.image_step(x)
-            return logits, feat, None
-        h_net = homography
-        if self.cfg.resize_mode == "resize":
-            h_net = rescale_homography(homography, size, net_size)
-        # In "pad" mode the network image is the frame plus bottom/right padding: same pixels.
-        h_t = torch.as_tensor(h_net, dtype=torch.float32, device=x.device).unsqueeze(0)
-        use_prev = torch.ones(1, device=x.device)
-        return seg.ssp_step(x, st.prev_logits, st.prev_feat, h_t, use_prev)
 
     def _postprocess(self, logits: torch.Tensor, sim: torch.Tensor | None,
                      size: tuple[int, int], net_size: tuple[int, int]):

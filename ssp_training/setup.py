@@ -26,10 +26,10 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "ssp_data = ssp_training.data.cli:main",
-            "ssp_train = ssp_training.train:main",
-            "ssp_eval = ssp_training.evaluate:main",
-            "ssp_export = ssp_training.export:main",
+            "ssp_data = ssp_training.console:ssp_data",
+            "ssp_train = ssp_training.console:ssp_train",
+            "ssp_eval = ssp_training.console:ssp_eval",
+            "ssp_export = ssp_training.console:ssp_export",
         ],
     },
 )

@@ -5,28 +5,22 @@ import copy
 import numpy as np
 import pytest
 from ssp_perception.backends import Backend, create_backend
-from ssp_perception.backends.compare import compare
 from ssp_perception.backends.onnx_graphs import (example_inputs, export_onnx, GRAPHS,
                                                  OnnxExportConfig, read_metadata)
 from ssp_perception.backends.onnxruntime_backend import make_session, OrtConfig
 from ssp_perception.backends.parity import compare_backends
-from ssp_perception.bench import synthetic_frames
 from ssp_perception.classes import UAVID
 from ssp_perception.config import preset
 from ssp_perception.models import create_model
 from ssp_perception.stream import Segmenter, StreamConfig
+from ssp_perception.synthetic import synthetic_frames
+from ssp_perception.tools.compare_backends import compare
 import torch
 
 NET = (64, 96)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Run torch on one thread: tiny tensors gain nothing, and a shared CI box loses a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

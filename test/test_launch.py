@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from rcl_interfaces.msg import ParameterType
 
-from ssp_perception.node import build_configs, parameter_specs
+from ssp_perception.ros.params import build_configs, parameter_specs
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]

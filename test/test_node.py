@@ -14,8 +14,8 @@ from ssp_msgs.msg import ClassInfo, SegmentationStatus
 from ssp_msgs.srv import ResetStreams
 
 from ssp_perception.classes import UAVID
-from ssp_perception.node import parameter_specs, parameter_table_markdown
 from ssp_perception.registration import RegistrationConfig
+from ssp_perception.ros.params import parameter_specs, parameter_table_markdown
 from ssp_perception.stream import Segmenter, StreamConfig
 import test_node_harness as th
 from test_node_harness import FAST, frames, image_msg, NET, NodeHarness, SIZE
@@ -288,5 +288,5 @@ def test_node_md_lists_every_parameter():
     doc = (ROOT / "docs" / "NODE.md").read_text()
     table = parameter_table_markdown()
     assert table in doc, ("docs/NODE.md's parameter table is stale; regenerate it with\n"
-                          "python -c 'from ssp_perception.node import parameter_table_markdown"
-                          " as t; print(t())'")
+                          "python -c 'from ssp_perception.ros.params import "
+                          "parameter_table_markdown as t; print(t())'")

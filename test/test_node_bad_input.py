@@ -9,7 +9,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from ssp_msgs.msg import SegmentationStatus
 from ssp_msgs.srv import ResetStreams
 
-from ssp_perception.node import main, SegmentationNode, StartupError
+from ssp_perception.ros.node import main, SegmentationNode, StartupError
 import test_node_harness as th
 from test_node_harness import frames, image_msg, NodeHarness
 

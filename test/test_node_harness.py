@@ -18,13 +18,13 @@ from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data, QoSProfile
 from sensor_msgs.msg import Image
 
-from ssp_perception import ros_conv
 from ssp_perception.artifact import save_artifact
-from ssp_perception.bench import synthetic_frames
 from ssp_perception.classes import UAVID
 from ssp_perception.config import preset
 from ssp_perception.models import create_model
-from ssp_perception.node import SegmentationNode
+from ssp_perception.ros import conversions
+from ssp_perception.ros.node import SegmentationNode
+from ssp_perception.synthetic import synthetic_frames
 from std_msgs.msg import Header
 import torch
 
@@ -87,10 +87,10 @@ def image_msg(rgb, stamp, frame_id="cam", encoding="rgb8"):
     header = Header(frame_id=frame_id)
     header.stamp.sec, header.stamp.nanosec = int(stamp), int(round((stamp % 1) * 1e9))
     if encoding == "bgr8":
-        msg = ros_conv.array_to_msg(np.ascontiguousarray(rgb[:, :, ::-1]), "rgb8", header)
+        msg = conversions.array_to_msg(np.ascontiguousarray(rgb[:, :, ::-1]), "rgb8", header)
         msg.encoding = "bgr8"
         return msg
-    return ros_conv.array_to_msg(rgb, encoding, header)
+    return conversions.array_to_msg(rgb, encoding, header)
 
 
 class NodeHarness:

@@ -28,12 +28,14 @@ from rclpy.qos import DurabilityPolicy, qos_profile_sensor_data, QoSProfile  # n
 from sensor_msgs.msg import Image  # noqa: E402
 from ssp_msgs.msg import ClassInfo  # noqa: E402
 
-from ssp_perception import ros_conv  # noqa: E402
 from ssp_perception.artifact import save_artifact  # noqa: E402
-from ssp_perception.bench import synthetic_frames  # noqa: E402
 from ssp_perception.classes import UAVID  # noqa: E402
 from ssp_perception.config import preset  # noqa: E402
 from ssp_perception.models import create_model  # noqa: E402
+from ssp_perception.ros import conversions  # noqa: E402
+from ssp_perception.synthetic import synthetic_frames  # noqa: E402
+
+pytestmark = pytest.mark.slow
 
 LAUNCH_FILE = Path(__file__).resolve().parents[1] / "launch" / "uav.launch.py"
 SIZE = (96, 128)
@@ -82,8 +84,8 @@ class TestNodeAnswers(unittest.TestCase):
         deadline = time.monotonic() + 120.0   # model loading dominates
         k = 0
         while not (labels and info) and time.monotonic() < deadline:
-            msg = ros_conv.array_to_msg(frames[k % len(frames)], "rgb8",
-                                        ros_conv.Header(frame_id="cam"))
+            msg = conversions.array_to_msg(frames[k % len(frames)], "rgb8",
+                                           conversions.Header(frame_id="cam"))
             msg.header.stamp = self.probe.get_clock().now().to_msg()
             pub.publish(msg)
             k += 1

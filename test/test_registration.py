@@ -1,15 +1,16 @@
 """Registration: known homographies are recovered, failures and degenerate fits are reported."""
 
 import os
+import re
 
 import numpy as np
 import pytest
 
-from ssp_perception.bench import synthetic_frames, textured_image
 from ssp_perception.geometry import reprojection_error
 from ssp_perception.registration import (
     check_homography, create_registrator, IdentityRegistrator, KorniaRegistrator,
     OpenCVRegistrator, RegistrationConfig, RegistrationResult)
+from ssp_perception.synthetic import synthetic_frames, textured_image
 
 SIZE = (180, 320)
 
@@ -127,6 +128,30 @@ def test_kornia_missing_weights_is_a_clear_error(tmp_path):
                              lightglue_weights=str(tmp_path / "lg.pth"))
     with pytest.raises(FileNotFoundError, match="never downloaded"):
         KorniaRegistrator(cfg)
+
+
+class _Pickled:
+    """A class the weights-only loader must refuse to rebuild."""
+
+
+@pytest.mark.parametrize("bad,needle", [
+    ("empty", "is empty (0 bytes)"),
+    ("pickle", "pickled Python objects"),
+    ("list", "not a state dict"),
+])
+def test_kornia_bad_weights_files_are_one_line_errors(tmp_path, bad, needle):
+    import torch
+    path = tmp_path / "disk.pth"
+    if bad == "empty":
+        path.write_bytes(b"")
+    else:
+        torch.save({"net": _Pickled()} if bad == "pickle" else [torch.zeros(1)], path)
+    cfg = RegistrationConfig(method="disk_lightglue", disk_weights=str(path),
+                             lightglue_weights=str(tmp_path / "lg.pth"))
+    with pytest.raises(ValueError, match=re.escape(needle)) as err:
+        KorniaRegistrator(cfg)
+    message = str(err.value)
+    assert "\n" not in message and "registration.disk_weights" in message and str(path) in message
 
 
 DISK = os.environ.get("SSP_DISK_WEIGHTS", "")

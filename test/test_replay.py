@@ -21,14 +21,19 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import get_typestore, Stores
 
 from ssp_perception.artifact import save_artifact
-from ssp_perception.bench import synthetic_frames
 from ssp_perception.classes import UAVID
 from ssp_perception.config import preset
 from ssp_perception.models import create_model
-from ssp_perception.replay import (ensure_type, image_model_overrides, load_params_file, main,
-                                   node_parameters, parse_param, replay, ReplayConfig,
-                                   ReplayError)
-from ssp_perception.report import decode_labels
+from ssp_perception.ros.replay.bag import ensure_type
+from ssp_perception.ros.replay.cli import main
+from ssp_perception.ros.replay.config import (IMAGE_MODEL_OVERRIDES, load_params_file,
+                                              node_parameters, parse_param, ReplayConfig,
+                                              ReplayError)
+from ssp_perception.ros.replay.report import decode_labels
+from ssp_perception.ros.replay.run import replay
+from ssp_perception.synthetic import synthetic_frames
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAME = (96, 128)
@@ -222,7 +227,7 @@ def test_sigint_leaves_no_partial_output(artifact, tmp_path):
     # Long enough that the node cannot finish it between two polls (it runs at ~50 frames/s).
     bag = write_bag(tmp_path / "long", n=200)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "ssp_perception.replay", str(bag), "--out", str(out),
+    cmd = [sys.executable, "-m", "ssp_perception.ros.replay", str(bag), "--out", str(out),
            "--no-compare", "--no-progress", "--domain-id", str(DOMAIN),
            "-p", f"model_path:={artifact}", "-p", "num_threads:=1"]
     # A test run started in the background (`make test &`) inherits SIGINT as ignored, and
@@ -257,7 +262,7 @@ def test_parameters_from_file_and_command_line(tmp_path):
     ssp = node_parameters(cfg, "ssp")
     assert ssp["stream.max_gap_s"] == 2.0 and isinstance(ssp["stream.max_gap_s"], float)
     # The comparison run is the same node with temporal propagation switched off.
-    assert node_parameters(cfg, "image_model") == {**ssp, **image_model_overrides()}
+    assert node_parameters(cfg, "image_model") == {**ssp, **IMAGE_MODEL_OVERRIDES}
     with pytest.raises(ValueError, match="name:=value"):
         parse_param("device=cpu")
     bad = tmp_path / "bad.yaml"

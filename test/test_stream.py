@@ -6,30 +6,20 @@ import numpy as np
 import pytest
 from ssp_perception.backends import Backend, create_backend
 from ssp_perception.backends.torch_backend import TorchBackend
-from ssp_perception.bench import synthetic_frames, textured_image
 from ssp_perception.classes import UAVID
 from ssp_perception.config import preset
 from ssp_perception.geometry import reprojection_error
 from ssp_perception.models import create_model
 from ssp_perception.registration import RegistrationConfig
 from ssp_perception.stream import Segmenter, StreamConfig
+from ssp_perception.synthetic import synthetic_frames, textured_image
 import torch
 
 NET = (64, 96)
 FRAME = (144, 240)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Run torch on one thread while these tests run.
-
-    Tiny tensors gain nothing from more threads, and on a shared 2-core CI machine OpenMP
-    spin-waiting across busy cores made these tests ten times slower.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -127,7 +127,7 @@ class OnnxRuntimeBackend:
                             for g, s in self._sessions.items()}
 
     def image_step(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (logits (1, C, H, W), feat (1, d, H/4, W/4)) for a normalised image."""
+        """Return (logits (1, C, H/r, W/r), feat (1, k, H/4, W/4)); r = the fusion stride."""
         self._check_image(image)
         out = self._run("image", {"image": image})
         return out["logits"], out["feat"]
@@ -135,7 +135,7 @@ class OnnxRuntimeBackend:
     def ssp_step(self, image: torch.Tensor, prev_logits: torch.Tensor, prev_feat: torch.Tensor,
                  homography: torch.Tensor,
                  use_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Return (fused logits, feat, sim (1, 1, H, W)) for one SSP step."""
+        """Return (fused logits, feat, sim), all at the fusion resolution, for one SSP step."""
         self._check_image(image)
         if homography.shape != (1, 3, 3) or use_prev.shape != (1,):
             raise ValueError(f"homography must be (1, 3, 3) and use_prev (1,), got "

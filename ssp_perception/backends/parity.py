@@ -9,13 +9,13 @@ synthetic moving-camera views of ``ssp_bench``, so the warp moves real texture.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
 from .base import Backend
-from ..bench import synthetic_frames
+from ..synthetic import synthetic_frames
 
 
 @dataclass(frozen=True)
@@ -28,10 +28,15 @@ class StepParity:
     """Output name -> max |reference - candidate| over all elements."""
     label_agreement: float
     """Share of pixels whose argmax class is the same in both (1.0 = identical labels)."""
+    reference_nonfinite: dict[str, int] = field(default_factory=dict)
+    """Output name -> count of NaN/inf values in the reference's output (only those > 0)."""
+    candidate_nonfinite: dict[str, int] = field(default_factory=dict)
+    """Output name -> count of NaN/inf values in the candidate's output (only those > 0)."""
 
     def passed(self, atol: float, min_agreement: float) -> bool:
         """Return whether every difference is <= ``atol`` and labels agree >= ``min_agreement``."""
-        return (all(v <= atol for v in self.max_abs_diff.values())
+        return (not self.reference_nonfinite and not self.candidate_nonfinite
+                and all(v <= atol for v in self.max_abs_diff.values())
                 and self.label_agreement >= min_agreement)
 
     def to_dict(self) -> dict:
@@ -82,15 +87,21 @@ def compare_backends(reference: Backend, candidate: Backend, input_size: tuple[i
 def _compare(step: str, ref: tuple[torch.Tensor, ...],
              cand: tuple[torch.Tensor, ...]) -> StepParity:
     names = ("logits", "feat", "sim")
-    diffs = {}
+    diffs, bad_ref, bad_cand = {}, {}, {}
     for name, r, c in zip(names, ref, cand):
         r64, c64 = r.detach().double().cpu(), c.detach().double().cpu()
         if r64.shape != c64.shape:
             raise ValueError(f"{step}: {name} shapes differ: {tuple(r64.shape)} vs "
                              f"{tuple(c64.shape)}")
         diffs[name] = float((r64 - c64).abs().max())
+        # NaN compares unequal to everything, so a NaN model must not pass on its labels.
+        for bad, t in ((bad_ref, r64), (bad_cand, c64)):
+            n = int((~torch.isfinite(t)).sum())
+            if n:
+                bad[name] = n
     agree = (ref[0].argmax(1).cpu() == cand[0].argmax(1).cpu()).double().mean()
-    return StepParity(step=step, max_abs_diff=diffs, label_agreement=float(agree))
+    return StepParity(step=step, max_abs_diff=diffs, label_agreement=float(agree),
+                      reference_nonfinite=bad_ref, candidate_nonfinite=bad_cand)
 
 
 __all__ = ["StepParity", "compare_backends", "normalise_frame"]

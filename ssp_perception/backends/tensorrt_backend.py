@@ -393,7 +393,7 @@ class TensorRTBackend:
                     engine, path, built)
 
     def image_step(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (logits (1, C, H, W), feat (1, d, H/4, W/4)) for a normalised image."""
+        """Return (logits (1, C, H/r, W/r), feat (1, k, H/4, W/4)); r = the fusion stride."""
         self._check_image(image)
         out = self.engines["image"](image=image)
         return out["logits"], out["feat"]
@@ -401,7 +401,7 @@ class TensorRTBackend:
     def ssp_step(self, image: torch.Tensor, prev_logits: torch.Tensor, prev_feat: torch.Tensor,
                  homography: torch.Tensor,
                  use_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Return (fused logits, feat, sim (1, 1, H, W)) for one SSP step."""
+        """Return (fused logits, feat, sim), all at the fusion resolution, for one SSP step."""
         self._check_image(image)
         out = self.engines["ssp"](image=image, prev_logits=prev_logits, prev_feat=prev_feat,
                                   homography=homography, use_prev=use_prev)

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{verdict['miou_delta']:+.2f} (need >= {-args.max_miou_drop}): "
           f"{'MET' if verdict['met'] else 'NOT MET'}")
     if args.out:
-        atomic_write_json(args.out, verdict)
+        atomic_write_json(args.out, verdict, sort_keys=False, indent=1)
     return 0 if verdict["met"] else 1
 
 

@@ -40,6 +40,8 @@ from ssp_perception.backends.onnx_graphs import (artifact_metadata, DEFAULT_OPSE
 from ssp_perception.backends.onnxruntime_backend import OnnxRuntimeBackend, OrtConfig
 from ssp_perception.backends.parity import compare_backends, normalise_frame, StepParity
 from ssp_perception.backends.torch_backend import TorchBackend
+from ssp_perception.cli import ArgumentParser, run_main
+from ssp_perception.files import check_output_target, staged_dir
 from ssp_perception.geometry import rescale_homography
 from ssp_perception.registration import create_registrator, RegistrationConfig
 import torch
@@ -59,45 +61,77 @@ TRT_ACCEPT = {"fp32": (1e-2, 0.999), "fp16": (None, 0.99), "int8": (None, 0.95)}
 
 
 # ----------------------------------------------------------------------------------- ONNX
+EXPORT_TOOL = "ssp_export onnx"
+_EXPORT_FILES = {f"{g}.onnx" for g in GRAPHS} | {REPORT}
+
+
+def is_legacy_export(folder: Path) -> bool:
+    """Return True if ``folder`` holds exactly what ``ssp_export onnx`` wrote before markers."""
+    names = {p.name for p in folder.iterdir()}
+    return bool(names) and names <= _EXPORT_FILES and REPORT in names
+
+
+def check_parity_options(steps: int, atol: float | None, min_agreement: float) -> None:
+    """Raise ``ValueError`` naming the option if the parity settings cannot be used."""
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"--steps must be >= 1 (1 = the first frame only, 2 = first frame, "
+                         f"then the state), got {steps}")
+    if atol is not None and not (math.isfinite(atol) and atol >= 0):
+        raise ValueError(f"--atol must be a finite number >= 0, got {atol}")
+    if not 0.0 <= min_agreement <= 1.0:
+        raise ValueError(f"--min-agreement must be in [0, 1], got {min_agreement}")
+
+
 def export_artifact(artifact: str | os.PathLike, out_dir: str | os.PathLike,
                     input_size: tuple[int, int] | None = None, opset: int = DEFAULT_OPSET,
                     dynamic_hw: bool = False, check: bool = True, steps: int = 2,
-                    atol: float = ONNX_ATOL,
-                    min_agreement: float = ONNX_MIN_AGREEMENT) -> dict[str, Any]:
+                    atol: float = ONNX_ATOL, min_agreement: float = ONNX_MIN_AGREEMENT,
+                    force: bool = False) -> dict[str, Any]:
     """Export both graphs of ``artifact`` into ``out_dir``; check them; return the report.
 
+    Every setting and ``out_dir`` are checked before anything is written; the graphs are
+    written into a staging folder that becomes ``out_dir`` only when complete
+    (:func:`ssp_perception.files.staged_dir`), so an error or Ctrl-C leaves no half folder.
+    An existing export is replaced only with ``force``; any other folder or file is refused.
     The report (also written to ``out_dir/export.json``) lists the files with their SHA-256,
     the I/O contract, and with ``check`` the per-step parity against eager PyTorch and
-    ``passed``.
+    ``passed``. Non-finite eager outputs raise ``ValueError`` (the artifact is broken).
     """
+    check_parity_options(steps, atol, min_agreement)
+    out_dir = check_output_target(out_dir, EXPORT_TOOL, force, legacy=is_legacy_export)
     artifact = Path(artifact)
     model, meta = load_artifact(artifact)
     size = tuple(input_size or meta.input_size)
     config = OnnxExportConfig(input_size=size, opset=opset, dynamic_hw=dynamic_hw)
     extra = artifact_metadata(meta, file_sha256(artifact))
-    out_dir = Path(out_dir)
-    files = {}
-    for graph in tqdm(GRAPHS, desc="export", unit="graph", file=sys.stderr):
-        files[graph] = write_onnx(out_dir / f"{graph}.onnx",
-                                  export_onnx(model, graph, config, extra))
-    report: dict[str, Any] = {
-        "artifact": str(artifact), "artifact_sha256": extra["artifact_sha256"],
-        "input_size": list(size), "opset": opset, "dynamic_hw": dynamic_hw,
-        "files": {g: {"path": str(p), "sha256": file_sha256(p), "bytes": p.stat().st_size}
-                  for g, p in files.items()},
-    }
-    if check:
-        sources = resolve_onnx(out_dir)
-        candidate = OnnxRuntimeBackend(sources, OrtConfig(device="cpu"))
-        parity = compare_backends(TorchBackend(model), candidate, size, meta.mean, meta.std,
-                                  steps=steps)
-        report.update(_parity_report(parity, atol, min_agreement))
-    write_json(out_dir / REPORT, report)
+    with staged_dir(out_dir, EXPORT_TOOL, force, legacy=is_legacy_export) as stage:
+        files = {}
+        for graph in tqdm(GRAPHS, desc="export", unit="graph", file=sys.stderr):
+            files[graph] = write_onnx(stage / f"{graph}.onnx",
+                                      export_onnx(model, graph, config, extra))
+        report: dict[str, Any] = {
+            "artifact": str(artifact), "artifact_sha256": extra["artifact_sha256"],
+            "input_size": list(size), "opset": opset, "dynamic_hw": dynamic_hw,
+            "files": {g: {"path": str(out_dir / p.name), "sha256": file_sha256(p),
+                          "bytes": p.stat().st_size} for g, p in files.items()},
+        }
+        if check:
+            candidate = OnnxRuntimeBackend(resolve_onnx(stage), OrtConfig(device="cpu"))
+            parity = compare_backends(TorchBackend(model), candidate, size, meta.mean,
+                                      meta.std, steps=steps)
+            report.update(_parity_report(parity, atol, min_agreement))
+        write_json(stage / REPORT, report)
     return report
 
 
 def _parity_report(parity: list[StepParity], atol: float | None,
                    min_agreement: float) -> dict[str, Any]:
+    broken = [p for p in parity if p.reference_nonfinite]
+    if broken:
+        counts = ", ".join(f"{n} {name}" for name, n in broken[0].reference_nonfinite.items())
+        raise ValueError(f"the artifact's own (eager PyTorch) outputs are not finite at step "
+                         f"{broken[0].step} ({counts} values are NaN/inf): its weights are "
+                         "broken; nothing was exported")
     limit = math.inf if atol is None else atol
     return {"parity": [p.to_dict() for p in parity],
             "accept": {"atol": atol, "min_label_agreement": min_agreement},
@@ -201,6 +235,8 @@ def build_tensorrt(source: str | os.PathLike, precision: str = "fp16",
     """
     from ssp_perception.backends import tensorrt_backend as trt_backend
 
+    if verify:
+        check_parity_options(steps, None, 0.0)
     usable, reason = trt_backend.tensorrt_status()
     if not usable:
         raise RuntimeError(f"cannot build TensorRT engines here: {reason}")
@@ -248,8 +284,8 @@ def _artifact_of(source: Path, metadata: dict[str, str]) -> Path:
 
 # ------------------------------------------------------------------------------------ CLI
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ssp_export", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="ssp_export", description=__doc__.split("\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     o = sub.add_parser("onnx", help="export image.onnx + ssp.onnx and check them on the CPU")
     o.add_argument("artifact", help="model artifact (.safetensors from ssp_train)")
@@ -260,6 +296,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="symbolic H/W (verified at a second size; fails if the graph bakes "
                    "sizes in, see docs/DEPLOYMENT.md)")
     o.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
+    o.add_argument("--force", action="store_true",
+                   help="replace an earlier ssp_export onnx output in --out-dir")
     o.add_argument("--atol", type=float, default=ONNX_ATOL,
                    help=f"largest accepted |eager - onnxruntime| (default {ONNX_ATOL})")
     o.add_argument("--min-agreement", type=float, default=ONNX_MIN_AGREEMENT,
@@ -297,27 +335,29 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="frames in the parity sequence (default 2: first frame, then state)")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the ``ssp_export`` command line; return the process exit code."""
-    args = _parser().parse_args(argv)
-    try:
-        if args.command == "onnx":
-            report = export_artifact(args.artifact, args.out_dir, args.size, args.opset,
-                                     args.dynamic_hw, not args.no_check, args.steps,
-                                     args.atol, args.min_agreement)
-        else:
-            report = build_tensorrt(args.source, args.precision, args.size, args.opset,
-                                    args.cache_dir, args.device, args.workspace_gib,
-                                    args.opt_level, args.calib_data, args.calib_frames,
-                                    args.calib_split, not args.build_only, args.steps)
-    except (ArtifactError, FileNotFoundError, ValueError, RuntimeError) as err:
-        print(f"ssp_export: error: {err}", file=sys.stderr)
-        return 2
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "onnx":
+        report = export_artifact(args.artifact, args.out_dir, args.size, args.opset,
+                                 args.dynamic_hw, not args.no_check, args.steps,
+                                 args.atol, args.min_agreement, args.force)
+    else:
+        report = build_tensorrt(args.source, args.precision, args.size, args.opset,
+                                args.cache_dir, args.device, args.workspace_gib,
+                                args.opt_level, args.calib_data, args.calib_frames,
+                                args.calib_split, not args.build_only, args.steps)
     print(json.dumps(report, indent=2))
     if report.get("passed") is False:
         print("ssp_export: parity check FAILED (see 'parity' above)", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``ssp_export`` command line; return the process exit code."""
+    args = _parser().parse_args(argv)
+    return run_main(lambda: _run(args), "ssp_export",
+                    usage_errors=(ArtifactError, FileNotFoundError, ValueError, RuntimeError),
+                    interrupted="no output folder written")
 
 
 __all__ = ["CalibrationFrames", "build_tensorrt", "export_artifact", "main"]

@@ -1,9 +1,8 @@
 """Model kinds the trainer can build: a plain dict from ``model.kind`` to a :class:`ModelKind`.
 
-``image`` and ``ssp`` are defined here. Video baselines (DFF, NetWarp, TCB) add theirs with
-``register_model_kind`` when ``ssp_training.baselines`` is imported; :func:`get_model_kind`
-imports that package on a miss, so ``model.kind: dff`` in a recipe works without any import
-in user code.
+``image`` and ``ssp`` are defined here; the video baselines (DFF, NetWarp, TCB) are listed
+from ``ssp_training.baselines``, so ``model.kind: dff`` in a recipe works without any import in
+user code. :func:`get_model_kind` is a plain dict lookup.
 
 The contract a kind fulfils (what the trainer and the validator call):
 
@@ -20,7 +19,8 @@ The contract a kind fulfils (what the trainer and the validator call):
   raw image-model logits of the previous frame.
 - ``predict_clip(model, frames) -> iterator``: inference over one clip in order, batch 1.
   ``frames`` yields ``(image (1, 3, H, W) normalised, homography (1, 3, 3) previous -> current
-  or None for the first frame)``; it yields the (1, C, H, W) logits of every frame.
+  or None for the first frame and where registration failed)``; it yields the (1, C, H, W)
+  logits of every frame.
 - ``save(path, model, class_set, provenance, half)``: writes the artifact (default
   ``ssp_perception.artifact.save_artifact``; baselines mark theirs with ``save_baseline``).
   The trainer puts ``model_kind`` into the provenance, so ``model.init`` knows what it holds.
@@ -37,14 +37,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-import importlib
 from typing import Any
 
 from ssp_perception.artifact import save_artifact
+from ssp_perception.backends.torch_backend import TorchBackend
 from ssp_perception.config import ModelConfig
 from ssp_perception.models import create_model, SSPModel
+from ssp_perception.streaming import advance, NonFiniteOutputError, StepConfig, StepState
 import torch
 from torch import nn
+
+from . import baselines
 
 Frames = Iterable[tuple[torch.Tensor, "torch.Tensor | None"]]
 
@@ -102,16 +105,21 @@ def _ssp_forward(model: SSPModel, batch: dict) -> dict:
 
 @torch.no_grad()
 def _ssp_predict(model: SSPModel, frames: Frames) -> Iterator[torch.Tensor]:
-    """Run SSP recurrently (SSP_SPEC §2.7): the state is the *fused* previous output."""
-    prev_logits = prev_feat = None
+    """Run SSP recurrently through the node's streaming step (SSP_SPEC §2.7).
+
+    The state is the *fused* previous output. A frame whose homography is None after the
+    first is a failed registration: the state is reset (the step's default policy), exactly
+    as the node and ``ssp_eval`` do. Non-finite logits raise ``NonFiniteOutputError``.
+    """
+    net = TorchBackend(model, device=next(model.parameters()).device)
+    # Clips carry no stamps or camera ids: only registration failure resets within a clip.
+    cfg, state = StepConfig(max_gap_s=0.0, reset_on_frame_id_change=False), StepState()
     for image, homography in frames:
-        if prev_logits is None or homography is None:
-            logits, feat = model.image_step(image)
-        else:
-            logits, feat, _ = model.step(image, prev_logits, prev_feat, homography,
-                                         torch.ones(image.shape[0], device=image.device))
-        prev_logits, prev_feat = logits, feat
-        yield model.output_logits(logits, image.shape[-2:])
+        h = None if homography is None else homography[0].double().cpu().numpy()
+        state, res = advance(net, cfg, state, image, homography=h)
+        if not res.finite:
+            raise NonFiniteOutputError("the SSP step returned non-finite logits (NaN or inf)")
+        yield model.output_logits(res.logits, image.shape[-2:])
 
 
 MODEL_KINDS: dict[str, ModelKind] = {
@@ -121,27 +129,27 @@ MODEL_KINDS: dict[str, ModelKind] = {
     "ssp": ModelKind(name="ssp", build=create_model, forward=_ssp_forward,
                      predict_clip=_ssp_predict, video=True, needs_homography=True),
 }
-# Modules that register further kinds on import (the evaluation engineer's video baselines).
-_PLUGIN_MODULES = ("ssp_training.baselines",)
 
 
-def register_model_kind(kind: ModelKind, replace: bool = False) -> None:
-    """Add ``kind`` to :data:`MODEL_KINDS` (an existing name needs ``replace=True``)."""
-    if kind.name in MODEL_KINDS and not replace and MODEL_KINDS[kind.name] is not kind:
-        raise ValueError(f"model kind {kind.name!r} is already registered")
-    MODEL_KINDS[kind.name] = kind
+def _baseline_kind(kind: str) -> ModelKind:
+    # Without model.options the baseline takes its defaults, with the TCB widths scaled to the
+    # image model's head (BaselineConfig docs); the options are BaselineConfig fields.
+    return ModelKind(
+        name=kind,
+        build=lambda cfg: baselines.create_baseline(cfg, baselines.BaselineConfig(kind=kind)),
+        build_with_options=lambda cfg, options: baselines.create_baseline(
+            cfg, baselines.baseline_options(kind, options)),
+        check_options=lambda options: baselines.baseline_options(kind, options),
+        forward=baselines.forward, predict_clip=baselines.predict_clip, video=True,
+        offsets=(-1, -2, -3) if kind.startswith("tcb") else (-1,), needs_homography=False,
+        save=baselines.save_baseline)
+
+
+MODEL_KINDS.update({kind: _baseline_kind(kind) for kind in baselines.KINDS})
 
 
 def get_model_kind(name: str) -> ModelKind:
-    """Return the registered kind ``name``, importing the baselines package on a miss."""
-    if name not in MODEL_KINDS:
-        for module in _PLUGIN_MODULES:
-            try:
-                importlib.import_module(module)
-            except ImportError as err:
-                # A half-written or missing plugin package must not hide the real error below.
-                if err.name is None or not module.startswith(err.name):
-                    raise
+    """Return the model kind ``name`` (a ValueError lists the known ones)."""
     if name not in MODEL_KINDS:
         raise ValueError(f"unknown model kind {name!r}; known: {', '.join(sorted(MODEL_KINDS))}")
     return MODEL_KINDS[name]

@@ -1,8 +1,10 @@
 """Validation during training: mIoU on labelled frames and TC over whole clips, in order.
 
 Every validation clip is run frame by frame at the working size with the model kind's
-``predict_clip`` (SSP: the recurrent step of SSP_SPEC §2.7 on its fused state; image models:
-each frame alone). mIoU pools one confusion matrix over all labelled frames (§7.2). TC is the
+``predict_clip`` (SSP: the node's streaming step, ``ssp_perception.streaming.advance``, with
+the homographies of ``data.homography``; a failed registration resets the state as in the node
+and ``ssp_eval``; image models: each frame alone). Non-finite logits are an error, never a
+score. mIoU pools one confusion matrix over all labelled frames (§7.2). TC is the
 paper's metric (§7.3) with one deliberate deviation: out-of-view pixels are ignored, not
 counted as class 0 (``eval.metrics.pair_consistency``).
 
@@ -19,6 +21,7 @@ from typing import Any, Iterator
 
 import numpy as np
 from ssp_perception.registration import create_registrator, RegistrationConfig
+from ssp_perception.streaming import all_finite, NonFiniteOutputError
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -32,12 +35,17 @@ from .recipes import Recipe
 
 def _homographies(frames: Iterator[SequenceFrame], source: str, reg_cfg: dict
                   ) -> Iterator[tuple[SequenceFrame, np.ndarray | None]]:
-    """Pair each frame with its previous -> current homography (None for the first)."""
+    """Pair each frame with its previous -> current homography.
+
+    None for the first frame and where it is unknown: a failed registration or a frame
+    without ``registration/<stem>.npy``. The streaming step then resets, as the node does.
+    """
     registrator = create_registrator(RegistrationConfig(**reg_cfg)) \
         if source == "registrator" else None
     for i, frame in enumerate(frames):
         if source == "registrator":
-            h = registrator.register_next(frame.image).homography
+            result = registrator.register_next(frame.image)
+            h = result.homography if result.success else None
         elif source == "identity":
             h = np.eye(3)
         else:
@@ -47,9 +55,12 @@ def _homographies(frames: Iterator[SequenceFrame], source: str, reg_cfg: dict
 
 def predict_sequence(model: nn.Module, kind: ModelKind, frames: Iterator[SequenceFrame],
                      device: torch.device, homography: str = "dataset",
-                     registration: dict | None = None
+                     registration: dict | None = None, clip: str = ""
                      ) -> Iterator[tuple[SequenceFrame, np.ndarray]]:
-    """Yield (frame, (H, W) uint8 prediction) for a clip's frames, in order."""
+    """Yield (frame, (H, W) uint8 prediction) for a clip's frames, in order.
+
+    Non-finite logits raise ``NonFiniteOutputError`` naming ``clip`` and the frame.
+    """
     pending: list[SequenceFrame] = []
 
     def feed():
@@ -59,10 +70,17 @@ def predict_sequence(model: nn.Module, kind: ModelKind, frames: Iterator[Sequenc
                                                         device=device)[None]
             yield to_tensor_image(frame.image)[None].to(device), ht
 
-    for logits in kind.predict_clip(model, feed()):
-        # predict_clip yields exactly once per frame it consumed, so pending holds one frame.
-        frame = pending.pop(0)
-        yield frame, logits[0].argmax(0).to(torch.uint8).cpu().numpy()
+    try:
+        for logits in kind.predict_clip(model, feed()):
+            if not all_finite(logits):
+                raise NonFiniteOutputError("non-finite logits (NaN or inf)")
+            # predict_clip yields exactly once per frame it consumed, so pending holds one.
+            yield pending.pop(0), logits[0].argmax(0).to(torch.uint8).cpu().numpy()
+    except NonFiniteOutputError as err:
+        raise NonFiniteOutputError(
+            f"validation: model kind {kind.name!r}: {err} on clip {clip or '?'} frame "
+            f"{pending[0].stem if pending else '?'}; the weights are broken (training "
+            f"diverged or model.init holds NaN)") from None
 
 
 def _pair_tc(prev: tuple[SequenceFrame, np.ndarray], cur: tuple[SequenceFrame, np.ndarray],
@@ -95,7 +113,7 @@ def validate(model: nn.Module, kind: ModelKind, recipe: Recipe, clips: tuple[str
         frames = (clip.frame(i) for i in range(n))
         prev = None
         for frame, pred in predict_sequence(model, kind, frames, device, data.homography,
-                                            data.registration):
+                                            data.registration, clip.name):
             frames_seen += 1
             if frame.label is not None:
                 seg.update(pred, frame.label)

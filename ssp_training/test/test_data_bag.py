@@ -92,8 +92,8 @@ def test_single_clip_custom_fps_and_prefix(root, tmp_path, capsys):
     assert len(stamps) == 4 and set(np.diff(stamps)) == {100_000_000}
     # An existing bag is kept unless --force; no temporary folder is left behind.
     assert main(["to-bag", "--root", str(root), "--clip", clip, "--out", str(out),
-                 "--quiet"]) == 1
-    assert "exists" in capsys.readouterr().err
+                 "--quiet"]) == 2
+    assert "pass --force" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one"]
     with pytest.raises(ValueError, match="neither a split"):
         write_bag(root, "nope", tmp_path / "x", progress=False)

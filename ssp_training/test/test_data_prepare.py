@@ -13,8 +13,8 @@ from ssp_training.data import files
 from ssp_training.data.archive import ArchiveError, open_source
 from ssp_training.data.cli import main
 from ssp_training.data.dataset import DatasetInfo, list_clips
-from ssp_training.data.prepare import (colours_to_ids, prepare_ruralscapes, prepare_uavid,
-                                       PrepareError, RURALSCAPES_COLOURS)
+from ssp_training.data.prepare import prepare_ruralscapes, prepare_uavid, PrepareError
+from ssp_training.data.sources import colours_to_ids, RURALSCAPES_COLOURS
 
 H, W = 48, 64
 UAVID_ROOT = "uavid_v1.5_official_release"
@@ -151,7 +151,7 @@ def test_truncated_archive_names_the_file(downloads, tmp_path, capsys):
     with pytest.raises(ArchiveError, match="uavid_v1.5_official_release.zip"):
         prepare_uavid(broken, tmp_path / "out", progress=False)
     assert main(["prepare", "uavid", "--uavid", str(broken), "--out", str(tmp_path / "o2"),
-                 "--quiet"]) == 1
+                 "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and str(broken) in err and "truncated" in err
 

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 from ssp_perception.classes import UAVID
+from ssp_perception.files import OutputError
 from ssp_training.data import files
 from ssp_training.data.dataset import DatasetInfo, list_clips
 from ssp_training.data.synth import clip_name, generate_dataset, generate_sequence, SynthConfig
@@ -76,7 +77,7 @@ def test_existing_output_is_kept_unless_forced(tmp_path):
     out = generate_dataset(tmp_path / "d", cfg, progress=False)
     marker = out / "data" / clip_name(0) / "origin" / "000000.png"
     before = marker.read_bytes()
-    with pytest.raises(FileExistsError, match="not empty"):
+    with pytest.raises(OutputError, match="pass --force"):
         generate_dataset(out, SynthConfig(size=(32, 48), frames=2, sequences=1, seed=9),
                          progress=False)
     assert marker.read_bytes() == before

@@ -12,24 +12,18 @@ from ssp_perception.backends import create_backend
 from ssp_perception.backends.onnx_graphs import (INPUT_NAMES, OUTPUT_NAMES, read_metadata,
                                                  resolve_onnx)
 from ssp_perception.backends.tensorrt_backend import tensorrt_status
-from ssp_perception.bench import synthetic_frames
 from ssp_perception.classes import UAVID
 from ssp_perception.config import preset
 from ssp_perception.geometry import rescale_homography
 from ssp_perception.models import create_model
+from ssp_perception.synthetic import synthetic_frames
 from ssp_training.export import CalibrationFrames, main
 import torch
 
 NET = (64, 96)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Run torch on one thread: tiny tensors gain nothing, and a shared CI box loses a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,10 @@
 """The paper's video baselines (SSP_SPEC §8) on our image model: DFF, NetWarp, TCB-PPM/-OCR.
 
-Importing this package registers the model kinds ``dff``, ``netwarp``, ``tcb_ppm`` and
-``tcb_ocr`` with the trainer (``ssp_training.model_kinds``), so ``model.kind: dff`` in a recipe
-trains a baseline with ``ssp_train`` and ``ssp_eval`` evaluates its artifact.
+``ssp_training.model_kinds`` lists the model kinds ``dff``, ``netwarp``, ``tcb_ppm`` and
+``tcb_ocr`` from :data:`KINDS`, :func:`create_baseline`, :func:`forward` and :func:`predict_clip`,
+so ``model.kind: dff`` in a recipe trains a baseline with ``ssp_train`` and ``ssp_eval``
+evaluates its artifact; a recipe's ``model.options`` become the baseline's settings
+(:func:`baseline_options`).
 
 Example::
 
@@ -14,7 +16,8 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from ssp_perception.config import ModelConfig
 from ssp_perception.models import ImageModel
@@ -27,8 +30,8 @@ from .config import BaselineConfig, FlowConfig, KINDS
 from .dff import DFF
 from .netwarp import NetWarp
 from .tcb import TCB
-from ..model_kinds import Frames, ModelKind, register_model_kind
 
+Frames = Iterable[tuple[torch.Tensor, "torch.Tensor | None"]]
 BASELINES: dict[str, type[VideoBaseline]] = {
     "dff": DFF, "netwarp": NetWarp, "tcb_ppm": TCB, "tcb_ocr": TCB}
 
@@ -44,8 +47,24 @@ def create_baseline(model_cfg: ModelConfig, cfg: BaselineConfig,
                                load_weights=load_weights)
 
 
-def _forward(model: nn.Module, batch: dict) -> dict:
+def forward(model: nn.Module, batch: dict) -> dict:
+    """Return one training step's outputs of a baseline (``forward_pair`` of the batch)."""
     return model.forward_pair(batch)
+
+
+def baseline_options(kind: str, options: Mapping[str, Any]) -> BaselineConfig:
+    """Return the :class:`BaselineConfig` of ``kind`` with a recipe's ``model.options``.
+
+    ``options`` holds any ``BaselineConfig`` field but ``kind`` (e.g. ``flow: {source: raft,
+    raft_weights: ..., iterations: 8}``); a RAFT flow must name its weights file.
+    """
+    if "kind" in options:
+        raise ValueError("model.options must not set 'kind'; model.kind names the baseline")
+    cfg = BaselineConfig.from_dict({"kind": kind, **dict(options)})
+    if cfg.flow.source == "raft" and not cfg.flow.raft_weights:
+        raise ValueError("flow.source 'raft' needs flow.raft_weights (a torchvision raft_large "
+                         "state dict); nothing is downloaded")
+    return cfg
 
 
 @torch.no_grad()
@@ -57,20 +76,6 @@ def predict_clip(model: VideoBaseline, frames: Frames) -> Iterator[torch.Tensor]
         yield logits
 
 
-def _register() -> None:
-    for kind in KINDS:
-        register_model_kind(ModelKind(
-            name=kind,
-            # Recipes give the ModelConfig only: the baseline takes its spec defaults, with
-            # the TCB widths scaled to the image model's head (BaselineConfig docs).
-            build=lambda cfg, kind=kind: create_baseline(cfg, BaselineConfig(kind=kind)),
-            forward=_forward, predict_clip=predict_clip, video=True,
-            offsets=(-1, -2, -3) if kind.startswith("tcb") else (-1,),
-            needs_homography=False, save=save_baseline), replace=True)
-
-
-_register()
-
-__all__ = ["BASELINES", "BaselineConfig", "DFF", "FlowConfig", "KINDS", "NetWarp", "TCB",
-           "VideoBaseline", "create_baseline", "load_baseline", "load_video_model",
-           "predict_clip", "save_baseline"]
+__all__ = ["BASELINES", "BaselineConfig", "baseline_options", "DFF", "FlowConfig", "KINDS",
+           "NetWarp", "TCB", "VideoBaseline", "create_baseline", "forward", "load_baseline",
+           "load_video_model", "predict_clip", "save_baseline"]

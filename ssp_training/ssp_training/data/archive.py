@@ -5,6 +5,12 @@ letters, ``..`` components, backslashes, links and device files are refused: ope
 archive raises :class:`ArchiveError` naming the member, and nothing is extracted from it.
 A truncated or corrupt archive raises :class:`ArchiveError` naming the file (zip member data
 is CRC-checked as it is read).
+
+Sizes are capped per member, by the size the archive declares (before anything is read) and
+again while streaming (in case the declaration lies): a member read into memory (labels,
+stills) may hold at most :data:`MAX_READ_BYTES`, and a member extracted to disk (videos) may
+not expand more than :data:`MAX_RATIO` times its compressed size (videos and PNGs barely
+compress, a zip bomb expands a thousandfold).
 """
 
 from __future__ import annotations
@@ -12,7 +18,6 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 import re
-import shutil
 import stat
 import tarfile
 import threading
@@ -23,6 +28,27 @@ import zlib
 
 class ArchiveError(RuntimeError):
     """An input archive or folder is missing, unreadable, corrupt or unsafe."""
+
+
+MAX_READ_BYTES = 128 << 20   # a 4K label PNG or still is < 40 MB
+MAX_RATIO = 100              # declared / compressed size of one extracted member
+RATIO_FLOOR = 16 << 20       # members up to this size are never refused for their ratio
+_CHUNK = 1 << 20
+
+
+def _copy_capped(src: IO[bytes], dst: IO[bytes] | None, limit: int, what: str) -> bytes:
+    """Stream ``src`` into ``dst`` (or into the returned bytes); refuse more than ``limit``."""
+    parts, total = [], 0
+    while chunk := src.read(_CHUNK):
+        total += len(chunk)
+        if total > limit:
+            raise ArchiveError(f"{what} holds more than {limit >> 20} MiB; refused (is the "
+                               "archive damaged or a zip bomb?)")
+        if dst is None:
+            parts.append(chunk)
+        else:
+            dst.write(chunk)
+    return b"".join(parts)
 
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -82,7 +108,11 @@ class _FolderSource(Source):
 
     def read(self, name: str) -> bytes:
         try:
-            return (self.path / check_member_name(name)).read_bytes()
+            path = self.path / check_member_name(name)
+            if path.stat().st_size > MAX_READ_BYTES:
+                raise ArchiveError(f"{path}: {path.stat().st_size >> 20} MiB is more than "
+                                   f"the {MAX_READ_BYTES >> 20} MiB a label or still may have")
+            return path.read_bytes()
         except (OSError, ValueError) as err:
             raise ArchiveError(f"{self.path / name}: cannot read ({err})") from err
 
@@ -98,11 +128,33 @@ class _ArchiveSource(Source):
     def _open_member(self, name: str) -> IO[bytes]:
         raise NotImplementedError
 
+    def _sizes(self, name: str) -> tuple[int, int]:
+        """Return (declared size, compressed size) of a member."""
+        raise NotImplementedError
+
+    def _check_declared(self, name: str, in_memory: bool) -> int:
+        """Refuse a member by its declared size; return the most bytes it may stream."""
+        what = f"{self.path}: member {name!r}"
+        try:
+            size, packed = self._sizes(name)
+        except KeyError:
+            raise ArchiveError(f"{what} does not exist") from None
+        if in_memory and size > MAX_READ_BYTES:
+            raise ArchiveError(f"{what} declares {size >> 20} MiB, more than the "
+                               f"{MAX_READ_BYTES >> 20} MiB a label or still may have; refused "
+                               "before extraction")
+        if not in_memory and size > RATIO_FLOOR and size > MAX_RATIO * max(packed, 1):
+            raise ArchiveError(f"{what} declares {size >> 20} MiB from {packed >> 10} KiB "
+                               f"compressed (more than {MAX_RATIO}x); refused before "
+                               "extraction (is the archive a zip bomb?)")
+        return size
+
     def read(self, name: str) -> bytes:
+        limit = self._check_declared(name, in_memory=True)
         with self._lock:
             try:
                 with self._open_member(name) as f:
-                    return f.read()
+                    return _copy_capped(f, None, limit, f"{self.path}: member {name!r}")
             except (zipfile.BadZipFile, zlib.error, EOFError, OSError, tarfile.TarError,
                     KeyError) as err:
                 raise ArchiveError(f"{self.path}: member {name!r} is corrupt or truncated "
@@ -114,12 +166,13 @@ class _ArchiveSource(Source):
             raise ArchiveError(f"{self.path}: member {name!r} would land outside {cache_dir}")
         if dest.is_file():  # extracted by an earlier (possibly interrupted) run
             return dest
+        limit = self._check_declared(name, in_memory=False)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
         with self._lock:
             try:
                 with self._open_member(name) as src, open(tmp, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
+                    _copy_capped(src, dst, limit, f"{self.path}: member {name!r}")
                 os.replace(tmp, dest)
             except (zipfile.BadZipFile, zlib.error, EOFError, OSError, tarfile.TarError,
                     KeyError) as err:
@@ -155,6 +208,10 @@ class _ZipSource(_ArchiveSource):
     def _open_member(self, name: str) -> IO[bytes]:
         return self._zip.open(name)
 
+    def _sizes(self, name: str) -> tuple[int, int]:
+        info = self._zip.getinfo(name)
+        return info.file_size, info.compress_size
+
     def close(self) -> None:
         self._zip.close()
 
@@ -177,6 +234,10 @@ class _TarSource(_ArchiveSource):
 
     def names(self) -> list[str]:
         return list(self._members)
+
+    def _sizes(self, name: str) -> tuple[int, int]:
+        # Members of a compressed tar share one stream: the whole file is each one's budget.
+        return self._members[name].size, self.path.stat().st_size
 
     def _open_member(self, name: str) -> IO[bytes]:
         f = self._tar.extractfile(self._members[name])

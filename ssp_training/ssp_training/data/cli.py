@@ -9,7 +9,9 @@ Sub-commands::
     ssp_data to-bag --root D (--clip C | --split val) --out B [--storage mcap --compressed]
 
 ``synth`` and ``info`` print one JSON object on stdout (speed, counts), the others a summary
-line; expected failures print one ``error:`` line on stderr and exit with status 1.
+line. Bad input (arguments, archives, dataset folders, output paths) prints one
+``ssp_data: error:`` line on stderr and exits with status 2; Ctrl-C/SIGTERM exit 130/143
+(:mod:`ssp_perception.cli`) and leave no partial output.
 """
 
 from __future__ import annotations
@@ -23,9 +25,12 @@ from pathlib import Path
 import sys
 import time
 
+from ssp_perception.cli import ArgumentParser, run_main
+
 from .archive import ArchiveError
-from .dataset import clip_frames, DatasetInfo, list_clips, sibling, SPLITS
-from .prepare import DEFAULT_SIZE, prepare_ruralscapes, prepare_uavid, PrepareError
+from .frames import clip_frames, DatasetInfo, list_clips, sibling, SPLITS
+from .prepare import (DEFAULT_SIZE, MAX_SIDE, prepare_ruralscapes, prepare_uavid,
+                      PrepareError)
 from .synth import generate_dataset, SynthConfig
 from .to_bag import STORAGES, topics, write_bag
 
@@ -37,6 +42,9 @@ def _size(text: str) -> tuple[int, int]:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"size must be HxW, e.g. 384x640, got {text!r}")
+    if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
+        raise argparse.ArgumentTypeError(f"size must be HxW with sides 1..{MAX_SIDE}, got "
+                                         f"{text!r}")
     return h, w
 
 
@@ -176,7 +184,7 @@ def _run_info(a: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``ssp_data`` argument parser."""
-    parser = argparse.ArgumentParser(prog="ssp_data", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="ssp_data", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_synth(sub)
     _add_prepare(sub)
@@ -191,11 +199,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     run = {"synth": _run_synth, "prepare": _run_prepare, "info": _run_info,
            "to-bag": _run_to_bag}[args.command]
-    try:
-        return run(args)
-    except (ArchiveError, PrepareError, FileExistsError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    if args.command == "prepare":
+        note = (f"finished sequences kept in {args.out}, nothing half-written; rerun the same "
+                "command to resume")
+    elif args.command == "info":
+        note = "nothing written"
+    else:
+        note = f"no output written ({args.out} is as before)"
+    return run_main(lambda: run(args), "ssp_data",
+                    usage_errors=(ArchiveError, PrepareError, FileExistsError,
+                                  FileNotFoundError, ValueError),
+                    interrupted=note)
 
 
 if __name__ == "__main__":

@@ -1,24 +1,30 @@
 """Atomic, deterministic file I/O shared by the dataset tools.
 
-Every writer here goes through a temporary file in the destination folder and ``os.replace``,
-so a crash never leaves a half-written file under its final name (the guarantee is against
-process crashes; the files are not fsync'ed, which would make dataset writing several times
-slower). ``.npz`` files are written with a fixed zip timestamp, so the same arrays always give
-the same bytes: ``numpy.savez`` stamps the current time into every member.
+Every writer here goes through ``ssp_perception.files`` (a temporary sibling and
+``os.replace``), so a crash never leaves a half-written file under its final name (the
+guarantee is against process crashes; the files are not fsync'ed, which would make dataset
+writing several times slower); ``atomic_write_bytes`` and ``write_json`` are that module's.
+``.npz`` files are written with a fixed zip timestamp, so the same arrays always give the same
+bytes: ``numpy.savez`` stamps the current time into every member.
 """
 
 from __future__ import annotations
 
 import io
-import json
-import os
 from pathlib import Path
-import threading
-from typing import Any, Iterable, Mapping
+from typing import Iterable, Mapping
 import zipfile
 
 import cv2
 import numpy as np
+# Re-exported: the dataset tools write through the one atomic writer of both packages.
+from ssp_perception.files import atomic_write_bytes
+from ssp_perception.files import atomic_write_json as write_json  # noqa: F401
+
+
+class DataError(ValueError):
+    """A dataset file that cannot be read or holds the wrong kind of data (names the file)."""
+
 
 # Fixed zip member timestamp (the zip epoch) so .npz bytes depend on the arrays only.
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -29,31 +35,6 @@ PNG_RGB_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY,
                   cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
 PNG_MONO_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY,
                    cv2.IMWRITE_PNG_STRATEGY_RLE]
-
-
-def _temp_path(path: Path) -> Path:
-    # Unique per process and thread: writer threads may write siblings at the same time.
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary sibling and an atomic rename."""
-    path = Path(path)
-    tmp = _temp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def write_json(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON with sorted keys, atomically."""
-    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
-    return atomic_write_bytes(path, text.encode())
 
 
 def write_lines(path: str | Path, lines: list[str]) -> Path:
@@ -91,12 +72,12 @@ def decode_image(data: bytes, name: str, grayscale: bool = False) -> np.ndarray:
     flags = cv2.IMREAD_UNCHANGED if grayscale else cv2.IMREAD_COLOR
     img = cv2.imdecode(buf, flags) if buf.size else None
     if img is None:
-        raise ValueError(f"{name}: not a readable image (empty, truncated or unknown format)")
+        raise DataError(f"{name}: not a readable image (empty, truncated or unknown format)")
     if grayscale:
         if img.ndim != 2:
-            raise ValueError(f"{name}: expected a single-channel image, got shape {img.shape}")
+            raise DataError(f"{name}: expected a single-channel image, got shape {img.shape}")
         if img.dtype != np.uint8:
-            raise ValueError(f"{name}: expected 8-bit values, got {img.dtype}")
+            raise DataError(f"{name}: expected 8-bit values, got {img.dtype}")
         return img
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
@@ -144,9 +125,23 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
         raise FileNotFoundError(f"array file not found: {path}")
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+            arrays = {k: data[k] for k in data.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as err:
-        raise ValueError(f"{path}: not a readable .npz file ({err})") from err
+        raise DataError(f"{path}: not a readable .npz file ({_first_line(err)})") from None
+    for name, arr in arrays.items():
+        _check_numeric(arr, f"{path}: array {name!r}")
+    return arrays
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def _check_numeric(arr: np.ndarray, what: str) -> np.ndarray:
+    # Objects are refused by allow_pickle=False already; strings or complex would fail later.
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{what} holds {arr.dtype} values; expected numbers")
+    return arr
 
 
 def write_npy(path: str | Path, array: np.ndarray) -> Path:
@@ -162,6 +157,7 @@ def read_npy(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"array file not found: {path}")
     try:
-        return np.load(path, allow_pickle=False)
+        arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
-        raise ValueError(f"{path}: not a readable .npy file ({err})") from err
+        raise DataError(f"{path}: not a readable .npy file ({_first_line(err)})") from None
+    return _check_numeric(arr, str(path))

@@ -20,14 +20,14 @@ from __future__ import annotations
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
-import os
+import json
 from pathlib import Path
-import shutil
 from typing import Iterator
 
 import cv2
 import numpy as np
 from ssp_perception.classes import IGNORE_INDEX, UAVID
+from ssp_perception.files import staged_dir
 from tqdm import tqdm
 
 from . import files
@@ -325,23 +325,40 @@ def dataset_description(cfg: SynthConfig) -> dict:
             "camera": {"K": cfg.camera_matrix.tolist()}}
 
 
+SYNTH_TOOL = "ssp_data synth"
+_SYNTH_ENTRIES = {"dataset.json", "train.txt", "val.txt", "data"}
+
+
+def is_legacy_synth(folder: Path) -> bool:
+    """Return True if ``folder`` is a synthetic dataset written before output markers existed.
+
+    Such a folder holds exactly what the generator writes (``dataset.json`` naming
+    ``ssp_data synth`` as its generator, the split lists and ``data/``), so ``--force`` may
+    replace it; anything else in it makes it the user's.
+    """
+    try:
+        names = {p.name for p in folder.iterdir()}
+        desc = json.loads((folder / "dataset.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (names <= _SYNTH_ENTRIES and "dataset.json" in names and isinstance(desc, dict)
+            and isinstance(desc.get("generator"), dict)
+            and desc["generator"].get("name") == SYNTH_TOOL)
+
+
 def generate_dataset(out_dir: str | Path, cfg: SynthConfig, progress: bool = True,
                      overwrite: bool = False, workers: int = 2) -> Path:
     """Write the dataset ``cfg`` defines to ``out_dir`` (layout of docs/DATA_FORMAT.md).
 
-    The dataset is built in a temporary sibling folder and renamed into place at the end, so
-    ``out_dir`` is either absent, the previous content, or the complete new dataset. An
-    existing non-empty ``out_dir`` is an error unless ``overwrite``. ``workers`` threads encode
-    and write files while the next frame renders (OpenCV and zlib release the GIL).
+    The dataset is built in a staging sibling folder and renamed into place at the end
+    (:func:`ssp_perception.files.staged_dir`), so ``out_dir`` is either absent, the previous
+    content, or the complete new dataset. ``overwrite`` (``--force``) replaces only an earlier
+    synthetic dataset (marker file, or :func:`is_legacy_synth`); a regular file or any other
+    folder raises :class:`ssp_perception.files.OutputError` before anything is written.
+    ``workers`` threads encode and write files while the next frame renders (OpenCV and zlib
+    release the GIL).
     """
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True "
-                              "(--force) to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
     train, val = cfg.split()
     bar = tqdm(total=cfg.sequences * cfg.frames, unit="frame", disable=not progress,
                desc="synth")
@@ -352,40 +369,28 @@ def generate_dataset(out_dir: str | Path, cfg: SynthConfig, progress: bool = Tru
     cv_threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for seq in range(cfg.sequences):
-                clip_dir = tmp / "data" / clip_name(seq)
-                for sub in ("origin", "mask", "registration", "flow"):
-                    (clip_dir / sub).mkdir(parents=True)
-                for frame in generate_sequence(cfg, seq):
-                    pending.append(pool.submit(_write_frame, clip_dir, frame, cfg.forward_flow))
-                    while len(pending) > _WRITE_AHEAD:
-                        pending.popleft().result()
-                    bar.update(1)
-            while pending:
-                pending.popleft().result()
-        files.write_lines(tmp / "train.txt", [clip_name(i) for i in train])
-        files.write_lines(tmp / "val.txt", [clip_name(i) for i in val])
-        files.write_json(tmp / "dataset.json", dataset_description(cfg))
-        _swap_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with staged_dir(out, SYNTH_TOOL, force=overwrite, legacy=is_legacy_synth) as tmp:
+            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+                for seq in range(cfg.sequences):
+                    clip_dir = tmp / "data" / clip_name(seq)
+                    for sub in ("origin", "mask", "registration", "flow"):
+                        (clip_dir / sub).mkdir(parents=True)
+                    for frame in generate_sequence(cfg, seq):
+                        pending.append(pool.submit(_write_frame, clip_dir, frame,
+                                                   cfg.forward_flow))
+                        while len(pending) > _WRITE_AHEAD:
+                            pending.popleft().result()
+                        bar.update(1)
+                while pending:
+                    pending.popleft().result()
+            files.write_lines(tmp / "train.txt", [clip_name(i) for i in train])
+            files.write_lines(tmp / "val.txt", [clip_name(i) for i in val])
+            files.write_json(tmp / "dataset.json", dataset_description(cfg))
     finally:
         cv2.setNumThreads(cv_threads)
         bar.close()
     return out
 
 
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Rename ``tmp`` to ``out``, replacing an existing ``out`` only once ``tmp`` is complete."""
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old.exists():
-        shutil.rmtree(old)
-
-
-__all__ = ["SynthConfig", "SynthFrame", "clip_name", "dataset_description", "generate_dataset",
-           "generate_sequence"]
+__all__ = ["SYNTH_TOOL", "SynthConfig", "SynthFrame", "clip_name", "dataset_description",
+           "generate_dataset", "generate_sequence", "is_legacy_synth"]

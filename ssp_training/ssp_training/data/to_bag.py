@@ -18,18 +18,21 @@ are separated by a one-second gap, so a node that resets on time jumps starts ea
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
-import shutil
 
 import cv2
 import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import get_typestore, Stores
+from ssp_perception.files import check_output_target, staged_dir
+from ssp_perception.ros_names import check_topic_name
 from tqdm import tqdm
+import yaml
 
-from .dataset import clip_frames, DatasetInfo, list_clips, load_frame, load_mask, sibling
-from .dataset import SPLITS
+from .frames import (clip_frames, DatasetInfo, list_clips, load_frame, load_mask, sibling,
+                     SPLITS)
 
 TYPESTORE = Stores.ROS2_KILTED
 BAG_VERSION = 9
@@ -37,13 +40,49 @@ DEFAULT_START_NS = 1_700_000_000_000_000_000  # 2023-11-14T22:13:20Z: fixed, so 
 CLIP_GAP_NS = 1_000_000_000
 STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
 JPEG_QUALITY = 90
+BAG_TOOL = "ssp_data to-bag"
+_TYPES = {"image": "sensor_msgs/msg/Image", "compressed": "sensor_msgs/msg/CompressedImage",
+          "info": "sensor_msgs/msg/CameraInfo", "labels": "sensor_msgs/msg/Image"}
 
 
 def topics(prefix: str = "/camera") -> dict[str, str]:
-    """Return the topic names used for ``prefix``: keys image, compressed, info, labels."""
+    """Return the topic names used for ``prefix``: keys image, compressed, info, labels.
+
+    Raises ``ValueError`` (naming ``--topic-prefix``) if they are not valid fully qualified
+    ROS 2 topic names; ``/`` puts the topics at the root.
+    """
+    if prefix != "/":
+        check_topic_name(prefix, "--topic-prefix", absolute=True)
     p = prefix.rstrip("/")
     return {"image": f"{p}/image_raw", "compressed": f"{p}/image_raw/compressed",
             "info": f"{p}/camera_info", "labels": f"{p}/labels"}
+
+
+def is_legacy_bag(folder: Path) -> bool:
+    """Return True if ``folder`` is a bag ``to-bag`` wrote before output markers existed.
+
+    Recognised by what it writes and nothing else: ``metadata.yaml`` plus its one storage file
+    (named after the folder), and only the image/camera_info/labels topics of one prefix with
+    their message types. A bag recorded from a camera, or a folder with anything more, is not.
+    """
+    try:
+        names = {p.name for p in folder.iterdir()}
+        meta = yaml.safe_load((folder / "metadata.yaml").read_text())
+        info = meta["rosbag2_bagfile_information"]
+        found = {t["topic_metadata"]["name"]: t["topic_metadata"]["type"]
+                 for t in info["topics_with_message_count"]}
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return False
+    data = names - {"metadata.yaml"}
+    storage = {f"{folder.name}.{ext}" for ext in ("db3", "mcap")}
+    image = [t for t in found if t.endswith("/image_raw")]
+    if "metadata.yaml" not in names or len(data) != 1 or not data <= storage or len(image) != 1:
+        return False
+    prefix = image[0].removesuffix("/image_raw")
+    expected = {f"{prefix}/image_raw": _TYPES["image"],
+                f"{prefix}/image_raw/compressed": _TYPES["compressed"],
+                f"{prefix}/camera_info": _TYPES["info"], f"{prefix}/labels": _TYPES["labels"]}
+    return all(expected.get(name) == kind for name, kind in found.items())
 
 
 def _clips_of(root: Path, clip_or_split: str) -> list[str]:
@@ -129,35 +168,30 @@ def write_bag(root: str | Path, clip_or_split: str, out_path: str | Path,
               progress: bool = True) -> Path:
     """Write the clip (or every clip of the split) ``clip_or_split`` of ``root`` as a bag.
 
-    The bag is written into a temporary folder next to ``out_path`` and renamed into place
-    when complete. ``fps`` overrides the dataset's frame rate for the stamps.
+    Every input is checked before anything is written. The bag is written into a staging
+    folder next to ``out_path`` and renamed into place when complete
+    (:func:`ssp_perception.files.staged_dir`); ``overwrite`` (``--force``) replaces only a bag
+    this tool wrote. ``fps`` overrides the dataset's frame rate for the stamps.
     """
     root, out = Path(root), Path(out_path)
     if storage not in STORAGES:
         raise ValueError(f"storage must be one of {', '.join(STORAGES)}, got {storage!r}")
+    names = topics(topic_prefix)
     info = DatasetInfo.load(root)
     rate = float(fps if fps is not None else info.fps)
-    if rate <= 0:
-        raise ValueError(f"fps must be > 0, got {rate}")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True (--force) to replace it")
+    if not math.isfinite(rate) or rate <= 0:
+        raise ValueError(f"--fps must be a number > 0, got {rate}")
+    check_output_target(out, BAG_TOOL, overwrite, legacy=is_legacy_bag)
     clips = _clips_of(root, clip_or_split)
     frames = [f for c in clips for f in clip_frames(root, c)]
-    names = topics(topic_prefix)
     msgs = _Messages(info, frame_id)
-    staging = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        with Writer(staging / out.name, version=BAG_VERSION,
+    with staged_dir(out, BAG_TOOL, force=overwrite, legacy=is_legacy_bag) as stage:
+        # rosbags creates the bag folder itself and names the storage file after it.
+        with Writer(stage / out.name, version=BAG_VERSION,
                     storage_plugin=STORAGES[storage]) as writer:
-            conn = {key: writer.add_connection(names[key], msgtype, typestore=msgs.store)
-                    for key, msgtype in (("image", "sensor_msgs/msg/Image"),
-                                         ("info", "sensor_msgs/msg/CameraInfo"),
-                                         ("labels", "sensor_msgs/msg/Image"))}
-            if compressed:
-                conn["compressed"] = writer.add_connection(
-                    names["compressed"], "sensor_msgs/msg/CompressedImage", typestore=msgs.store)
+            kinds = ("image", "info", "labels") + (("compressed",) if compressed else ())
+            conn = {key: writer.add_connection(names[key], _TYPES[key], typestore=msgs.store)
+                    for key in kinds}
             bar = tqdm(total=len(frames), unit="frame", desc="to-bag", disable=not progress)
             clip_start = start_ns
             for clip in clips:
@@ -168,9 +202,7 @@ def write_bag(root: str | Path, clip_or_split: str, out_path: str | Path,
                     bar.update(1)
                 clip_start = t + round(1e9 / rate) + CLIP_GAP_NS
             bar.close()
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging / out.name, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        for item in (stage / out.name).iterdir():
+            os.replace(item, stage / item.name)
+        (stage / out.name).rmdir()
     return out

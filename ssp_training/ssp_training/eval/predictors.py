@@ -4,13 +4,15 @@ A predictor holds one clip's temporal state explicitly (``reset()`` drops it) an
 into logits, in order, batch 1 (SSP_SPEC §7.1). The models stay pure functions of their inputs;
 this module only carries their state from frame to frame.
 
-SSP decisions (where the spec leaves the evaluation open):
+SSP runs the one streaming step the node runs (``ssp_perception.streaming.advance``): the same
+state, reset policy and registration-failure policy. Evaluation decisions:
 
 - The homography comes from a registrator (``homography="registrator"``, ORB by default: what
   the node runs), from the dataset (``"dataset"``: ground truth on synthetic data) or is the
-  identity (the "no registration" ablation, SSP_SPEC §9).
-- A failed registration resets the state by default (the node's behaviour,
-  ``ssp_perception.stream``); ``on_registration_failure="identity"`` fuses unaligned like Ref.
+  identity (the "no registration" ablation, SSP_SPEC §9); the last two are handed to the step.
+- A failed registration resets the state by default (the node's behaviour);
+  ``on_registration_failure="identity"`` fuses unaligned like Ref.
+- Non-finite logits raise :class:`NonFiniteOutputError`: a score of a broken model is no score.
 """
 
 from __future__ import annotations
@@ -19,15 +21,17 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+from ssp_perception.backends.torch_backend import TorchBackend
 from ssp_perception.models import ImageModel, SSPModel, upsample_similarity
 from ssp_perception.registration import create_registrator, RegistrationConfig
+from ssp_perception.streaming import (advance, FAILURE_POLICIES, NonFiniteOutputError,
+                                      StepConfig, StepState)
 import torch
 from torch import nn
 
 from ..baselines import VideoBaseline
 
 HOMOGRAPHY_SOURCES = ("registrator", "dataset", "identity")
-FAILURE_POLICIES = ("reset", "identity")
 
 
 @dataclass
@@ -86,7 +90,7 @@ class ImagePredictor:
 
 
 class SSPPredictor:
-    """SSP recurrent inference (SSP_SPEC §2.7): the state is the previous *fused* output."""
+    """SSP recurrent inference (SSP_SPEC §2.7) through the shared streaming step."""
 
     kind = "ssp"
 
@@ -102,56 +106,43 @@ class SSPPredictor:
         self.model = model
         self.module = model
         self.source = homography
-        self.on_failure = on_registration_failure
+        # Frames carry no stamps or camera ids: only registration failure resets within a clip.
+        self.cfg = StepConfig(max_gap_s=0.0, reset_on_frame_id_change=False,
+                              on_registration_failure=on_registration_failure)
+        self.net = TorchBackend(model, device=next(model.parameters()).device)
         self.registrator = (create_registrator(registration or RegistrationConfig())
                             if homography == "registrator" else None)
-        self.prev_logits: torch.Tensor | None = None
-        self.prev_feat: torch.Tensor | None = None
+        self.state = StepState()
         self.failures = 0
 
     def reset(self) -> None:
-        """Drop the previous output, features and the registrator's cached frame."""
-        self.prev_logits = self.prev_feat = None
-        if self.registrator is not None:
-            self.registrator.reset()
+        """Drop the previous output, embedding and registration features (a new clip)."""
+        self.state = StepState()
 
     def _homography(self, frame: Frame) -> np.ndarray | None:
-        """Return previous -> current for this frame, or None to run without propagation."""
+        """Return the supplied previous -> current homography (None with a registrator)."""
+        if self.source == "registrator":
+            return None
         if self.source == "identity":
             return np.eye(3)
-        if self.source == "dataset":
-            if frame.homography is None:
-                raise ValueError("homography source 'dataset' but the dataset has no "
-                                 "registration/<stem>.npy for this frame; use 'registrator'")
-            return frame.homography
-        result = self.registrator.register_next(frame.rgb)
-        if result.success:
-            return result.homography
-        self.failures += 1
-        return np.eye(3) if self.on_failure == "identity" else None
+        if self.source == "dataset" and self.state.prev_logits is not None \
+                and frame.homography is None:
+            raise ValueError("homography source 'dataset' but the dataset has no "
+                             "registration/<stem>.npy for this frame; use 'registrator'")
+        return frame.homography
 
     @torch.no_grad()
     def step(self, frame: Frame) -> Prediction:
         """Return the fused logits and s for ``frame``; the first frame is the image output."""
-        if self.prev_logits is None:
-            homography = None
-            if self.registrator is not None:
-                self.registrator.register_next(frame.rgb)  # caches this frame's features
-        else:
-            homography = self._homography(frame)
-        if homography is None:
-            logits, feat = self.model.image_step(frame.image)
-            sim = None
-        else:
-            h = torch.as_tensor(homography, dtype=torch.float32,
-                                device=frame.image.device).unsqueeze(0)  # (1, 3, 3)
-            ones = torch.ones(1, device=frame.image.device)
-            logits, feat, sim = self.model.step(frame.image, self.prev_logits, self.prev_feat,
-                                                h, ones)
-        self.prev_logits, self.prev_feat = logits, feat
+        self.state, res = advance(self.net, self.cfg, self.state, frame.image, frame=frame.rgb,
+                                  registrator=self.registrator,
+                                  homography=self._homography(frame))
+        if not res.finite:
+            raise NonFiniteOutputError("the SSP step returned non-finite logits (NaN or inf)")
+        self.failures += res.registration is not None and not res.registration.success
         size = frame.image.shape[-2:]
-        sim = None if sim is None else upsample_similarity(sim, size)  # fused at stride 4
-        return Prediction(self.model.output_logits(logits, size), sim)
+        sim = None if res.similarity is None else upsample_similarity(res.similarity, size)
+        return Prediction(self.model.output_logits(res.logits, size), sim)
 
 
 class BaselinePredictor:

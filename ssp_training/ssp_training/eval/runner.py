@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 from ssp_perception.classes import ClassSet
+from ssp_perception.streaming import all_finite, NonFiniteOutputError
 import torch
 from tqdm import tqdm
 
@@ -173,8 +174,13 @@ def run_evaluation(entries: list[Entry], clips: Iterable[tuple[str, Iterable[Seq
     ``flops_frames`` (the first frames of a clip) are stepped once per model, from a fresh
     state, to count FLOPs before the timed loop (which they also warm up).
     """
-    gflops = [measure_gflops(e.predictor, flops_frames, settings.flops_skip,
-                             settings.flops_frames) for e in entries]
+    gflops = []
+    for e in entries:
+        try:
+            gflops.append(measure_gflops(e.predictor, flops_frames, settings.flops_skip,
+                                         settings.flops_frames))
+        except NonFiniteOutputError as err:
+            raise _nonfinite(e, err, "the first frames (FLOP count)") from None
     trackers = [_Tracker(settings) for _ in entries]
     for clip, frames in clips:
         renderer = ClipRenderer(render.out_dir, clip, render.fps) if render else None
@@ -203,13 +209,26 @@ def _run_clip(clip: str, frames: Iterable[SequenceFrame], entries: list[Entry],
         frame = to_frame(cf)
         pair_flow = None if prev_rgb is None else _pair_flow(flow, prev_rgb, cf, clip)
         for entry, tr in zip(entries, trackers):
-            pred = tr.latency.measure(lambda e=entry: e.predictor.step(frame), device)
+            where = f"clip {clip} frame {cf.index}"
+            try:
+                pred = tr.latency.measure(lambda e=entry: e.predictor.step(frame), device)
+            except NonFiniteOutputError as err:
+                raise _nonfinite(entry, err, where) from None
+            # Outside the timed step: SSP checks inside its step, the other methods here.
+            if not all_finite(pred.logits):
+                raise _nonfinite(entry, "non-finite logits (NaN or inf)", where)
             tr.score(clip, _labels(pred), cf.label, pair_flow)
         if renderer is not None:
             _render_frame(render, renderer, cf, frame)
         prev_rgb = cf.image
     for tr in trackers:
         tr.end_clip(clip)
+
+
+def _nonfinite(entry: Entry, what: object, where: str) -> NonFiniteOutputError:
+    """Return the one-line error for an entry whose model produced NaN or inf."""
+    return NonFiniteOutputError(f"{entry.checkpoint} ({entry.name}): {what} on {where}; the "
+                                f"model's weights are broken, so nothing was scored")
 
 
 def _pair_flow(flow: FlowProvider | None, prev_rgb: np.ndarray, cf: SequenceFrame,

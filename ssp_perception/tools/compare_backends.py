@@ -7,9 +7,9 @@ state and the frame's true homography) and ``Stream.process`` end to end (ORB re
 pre/post-processing). It reports wall and process-CPU medians and p90s, and each candidate's
 agreement with the first one (``parity.compare_backends``)::
 
-    python -m ssp_perception.backends.compare --size 384x640 --threads 1 \\
+    python -m ssp_perception.tools.compare_backends --size 384x640 --threads 1 \\
         torch:float32 onnxruntime:float32
-    python -m ssp_perception.backends.compare --checkpoint model.safetensors --device cuda \\
+    python -m ssp_perception.tools.compare_backends --checkpoint model.safetensors --device cuda \\
         torch:float32 torch:float16 onnxruntime:float32 tensorrt:float16 tensorrt:int8
 
 Process CPU time counts every thread, so with one thread it is the work done, unaffected by
@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import create_backend
-from .parity import compare_backends, normalise_frame
-from ..bench import synthetic_frames
+from ..backends import create_backend
+from ..backends.parity import compare_backends, normalise_frame
+from ..synthetic import synthetic_frames
 
 STEPS = ("image", "ssp", "stream")
 
@@ -148,7 +148,7 @@ def _size(text: str) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the comparison from the command line and print (or write) the JSON report."""
-    p = argparse.ArgumentParser(prog="python -m ssp_perception.backends.compare",
+    p = argparse.ArgumentParser(prog="python -m ssp_perception.tools.compare_backends",
                                 description=__doc__.split("\n")[0])
     p.add_argument("candidates", nargs="+", type=parse_candidate,
                    help="backend:dtype, e.g. torch:float32 onnxruntime:float32 "
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:
-        from .engine_cache import write_atomic
+        from ..backends.engine_cache import write_atomic
         write_atomic(args.json, (text + "\n").encode())
     return 0
 

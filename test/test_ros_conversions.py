@@ -10,10 +10,10 @@ from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import CompressedImage, Image
 from ssp_msgs.msg import SegmentationStatus
 
-from ssp_perception import ros_conv
 from ssp_perception.classes import UAVID
 from ssp_perception.encodings import EncodingError
 from ssp_perception.registration import RegistrationResult
+from ssp_perception.ros import conversions
 from ssp_perception.stream import FrameResult, RESET_REASONS
 from std_msgs.msg import Header
 
@@ -29,7 +29,7 @@ def test_rgb8_image_with_padding_is_read_without_copy():
     rows = np.hstack([rgb.reshape(4, 15), np.zeros((4, 3), np.uint8)])
     msg = Image(header=_header(), height=4, width=5, encoding="rgb8", step=18)
     msg.data = rows.tobytes()
-    out = ros_conv.image_to_rgb(msg)
+    out = conversions.image_to_rgb(msg)
     np.testing.assert_array_equal(out, rgb)
     assert np.shares_memory(out, np.frombuffer(msg.data, np.uint8))
 
@@ -38,10 +38,10 @@ def test_bgr8_and_errors():
     rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
     msg = Image(height=2, width=3, encoding="bgr8", step=9)
     msg.data = rgb[:, :, ::-1].tobytes()
-    np.testing.assert_array_equal(ros_conv.image_to_rgb(msg), rgb)
+    np.testing.assert_array_equal(conversions.image_to_rgb(msg), rgb)
     msg.encoding = "32FC1"
     with pytest.raises(EncodingError, match="unknown image encoding '32FC1'"):
-        ros_conv.image_to_rgb(msg)
+        conversions.image_to_rgb(msg)
 
 
 def test_compressed_image():
@@ -49,10 +49,10 @@ def test_compressed_image():
     rgb[:, :, 1] = 200
     msg = CompressedImage(format="png")
     msg.data = cv2.imencode(".png", rgb[:, :, ::-1])[1].tobytes()
-    np.testing.assert_array_equal(ros_conv.compressed_to_rgb(msg), rgb)
+    np.testing.assert_array_equal(conversions.compressed_to_rgb(msg), rgb)
     msg.data = b"garbage"
     with pytest.raises(EncodingError) as info:
-        ros_conv.compressed_to_rgb(msg)
+        conversions.compressed_to_rgb(msg)
     assert info.value.reason == "corrupt_compressed"
 
 
@@ -60,14 +60,14 @@ def test_compressed_image():
 def test_array_to_msg_round_trip(encoding, shape):
     array = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
     header = _header()
-    msg = ros_conv.array_to_msg(array, encoding, header)
+    msg = conversions.array_to_msg(array, encoding, header)
     assert msg.header == header and msg.encoding == encoding and msg.is_bigendian == 0
     assert (msg.height, msg.width, msg.step) == (3, 4, 4 * (1 if encoding == "mono8" else 3))
     np.testing.assert_array_equal(np.frombuffer(msg.data, np.uint8).reshape(shape), array)
 
 
 def test_image_buffer_is_written_in_place_and_serialises():
-    buffer = ros_conv.ImageBuffer("rgb8")
+    buffer = conversions.ImageBuffer("rgb8")
     pixels = buffer.pixels(3, 4)
     pixels[:] = 7
     pixels[1, 2] = (1, 2, 3)
@@ -79,19 +79,19 @@ def test_image_buffer_is_written_in_place_and_serialises():
     assert buffer.pixels(3, 4) is pixels                     # same size: same memory
     smaller = buffer.pixels(2, 2)
     assert smaller.shape == (2, 2, 3) and len(buffer.message(_header()).data) == 12
-    assert ros_conv.ImageBuffer("mono8").pixels(2, 5).shape == (2, 5)
+    assert conversions.ImageBuffer("mono8").pixels(2, 5).shape == (2, 5)
     with pytest.raises(ValueError, match="mono8 or rgb8"):
-        ros_conv.ImageBuffer("bgr8")
+        conversions.ImageBuffer("bgr8")
 
 
 def test_stamp_seconds():
-    assert ros_conv.stamp_seconds(_header().stamp) == pytest.approx(7.25)
-    assert ros_conv.stamp_seconds(Header().stamp) is None
+    assert conversions.stamp_seconds(_header().stamp) == pytest.approx(7.25)
+    assert conversions.stamp_seconds(Header().stamp) is None
 
 
 def test_every_core_reset_reason_has_a_status_code():
-    assert set(ros_conv.RESET_CODES) == set(RESET_REASONS)
-    assert len(set(ros_conv.RESET_CODES.values())) == len(RESET_REASONS)
+    assert set(conversions.RESET_CODES) == set(RESET_REASONS)
+    assert len(set(conversions.RESET_CODES.values())) == len(RESET_REASONS)
 
 
 def _result(used_state, reason=""):
@@ -112,8 +112,8 @@ def _result(used_state, reason=""):
 def test_status_message_from_a_frame_result():
     counters = {"frame_index": 9, "frames_received": 12, "frames_processed": 10,
                 "frames_dropped": 1, "frames_rejected": 1}
-    msg = ros_conv.status_msg(_result(True), _header(), "/cam/image", counters=counters,
-                              decode_ms=0.25, publish_ms=1.5, total_ms=20.0, input_age_ms=30.0)
+    msg = conversions.status_msg(_result(True), _header(), "/cam/image", counters=counters,
+                                 decode_ms=0.25, publish_ms=1.5, total_ms=20.0, input_age_ms=30.0)
     assert msg.header == _header() and msg.stream_id == "/cam/image"
     assert (msg.frame_index, msg.frames_since_reset, msg.frames_dropped) == (9, 2, 1)
     assert msg.temporal_state_used and msg.registration_success
@@ -128,9 +128,9 @@ def test_status_message_from_a_frame_result():
     assert (msg.decode_ms, msg.publish_ms, msg.total_ms, msg.input_age_ms) == (
         0.25, 1.5, 20.0, 30.0)
 
-    reset = ros_conv.status_msg(_result(False, "time_gap"), _header(), "/cam/image",
-                                counters=counters, decode_ms=0, publish_ms=0, total_ms=0,
-                                input_age_ms=math.nan)
+    reset = conversions.status_msg(_result(False, "time_gap"), _header(), "/cam/image",
+                                   counters=counters, decode_ms=0, publish_ms=0, total_ms=0,
+                                   input_age_ms=math.nan)
     assert reset.reset_reason == SegmentationStatus.RESET_TIME_GAP and reset.reset_detail == "why"
     assert not reset.temporal_state_used and not reset.registration_success
     assert list(reset.homography) == np.eye(3).ravel().tolist()
@@ -138,8 +138,8 @@ def test_status_message_from_a_frame_result():
 
 
 def test_class_info_message():
-    msg = ros_conv.class_info_msg(UAVID, model_id="m@1", preset="lite", input_size=(64, 96),
-                                  header=_header())
+    msg = conversions.class_info_msg(UAVID, model_id="m@1", preset="lite", input_size=(64, 96),
+                                     header=_header())
     assert list(msg.class_names) == list(UAVID.names) and msg.class_set == "uavid"
     assert list(msg.palette_rgb[:3]) == list(UAVID.colors[0])
     assert len(msg.palette_rgb) == 3 * UAVID.num_classes and msg.ignore_index == 255
@@ -147,10 +147,10 @@ def test_class_info_message():
 
 
 def test_diagnostic_status_formats_values():
-    status = ros_conv.diagnostic_status("node: /cam", "/cam", "warn", "slow",
-                                        {"rate": 9.87654, "age": math.nan, "n": 3, "s": "x"})
+    status = conversions.diagnostic_status("node: /cam", "/cam", "warn", "slow",
+                                           {"rate": 9.87654, "age": math.nan, "n": 3, "s": "x"})
     assert status.level == DiagnosticStatus.WARN and status.hardware_id == "/cam"
     assert {kv.key: kv.value for kv in status.values} == {
         "rate": "9.877", "age": "nan", "n": "3", "s": "x"}
-    array = ros_conv.diagnostic_array([status], _header().stamp)
+    array = conversions.diagnostic_array([status], _header().stamp)
     assert array.header.stamp.sec == 7 and array.status[0].name == "node: /cam"

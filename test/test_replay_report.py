@@ -7,10 +7,11 @@ import cv2
 import numpy as np
 import pytest
 
-from ssp_perception.report import (decode_labels, encode_labels, Evaluator, FlowConsistency,
-                                   format_table, FrameRecord, jsonable, ModeRun, Palette,
-                                   percentiles, PLOT_FILES, render_markdown, SideBySideVideo,
-                                   StatusSample, write_plots, write_report)
+from ssp_perception.ros.replay.render import PLOT_FILES, SideBySideVideo, write_plots
+from ssp_perception.ros.replay.report import (decode_labels, encode_labels, Evaluator,
+                                              FlowConsistency, format_table, FrameRecord,
+                                              jsonable, ModeRun, Palette, percentiles,
+                                              render_markdown, StatusSample, write_report)
 
 PALETTE = Palette(("a", "b", "c", "d"),
                   np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0]]))

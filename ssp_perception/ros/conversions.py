@@ -6,6 +6,10 @@ confidence arrays become `sensor_msgs/Image`; a core ``FrameResult`` becomes
 `ssp_msgs/SegmentationStatus`; the class set becomes `ssp_msgs/ClassInfo`; health values become
 `diagnostic_msgs/DiagnosticStatus`. Message headers are passed in and reused unchanged, so every
 output carries the input's stamp and frame_id.
+
+The replay's side (messages of the rosbags type store, serialised CDR bytes) is here too:
+:func:`stamp_ns`, :func:`cdr_stamp_ns`, :func:`mono8_array`, :func:`rgb8_image_message`,
+:func:`status_fields` and :func:`ros_type_name`.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import array
 from collections.abc import Mapping, Sequence
 import math
+import struct
 from typing import Any
 
 from builtin_interfaces.msg import Time
@@ -22,8 +27,15 @@ from sensor_msgs.msg import CompressedImage, Image
 from ssp_msgs.msg import ClassInfo, SegmentationStatus
 from std_msgs.msg import Header
 
-from .classes import ClassSet
-from .encodings import decode_compressed, decode_image, RawImage, to_raw
+from ..classes import ClassSet
+from ..encodings import decode_compressed, decode_image, RawImage, to_raw
+
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
+STATUS_TYPE = "ssp_msgs/msg/SegmentationStatus"
+CLASS_INFO_TYPE = "ssp_msgs/msg/ClassInfo"
+DIAGNOSTICS_TYPE = "diagnostic_msgs/msg/DiagnosticArray"
+LABEL_ENCODINGS = ("mono8", "8UC1")
 
 RESET_CODES: dict[str, int] = {
     "": SegmentationStatus.RESET_NONE,
@@ -217,3 +229,56 @@ def _diag_value(value: Any) -> str:
 def diagnostic_array(statuses: Sequence[DiagnosticStatus], stamp: Time) -> DiagnosticArray:
     """Return ``statuses`` in one `diagnostic_msgs/DiagnosticArray` stamped ``stamp``."""
     return DiagnosticArray(header=Header(stamp=stamp), status=list(statuses))
+
+
+# ---- the replay's side: rosbags messages and serialised bytes -----------------------------
+
+
+def stamp_ns(header: Any) -> int:
+    """Return a message header's stamp in integer nanoseconds."""
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def cdr_stamp_ns(raw: bytes) -> int:
+    """Return the header stamp (nanoseconds) of a serialised message that starts with a header.
+
+    CDR: a 4-byte encapsulation header (its 2nd byte's low bit = little endian), then
+    header.stamp (int32 sec, uint32 nanosec).
+    """
+    sec, nanosec = struct.unpack_from("<iI" if raw[1] & 1 else ">iI", raw, 4)
+    return sec * 10 ** 9 + nanosec
+
+
+def ros_type_name(msg_type: type) -> str:
+    """Return the ROS name ("<pkg>/msg/<Name>") of an rclpy message class."""
+    # rclpy message classes live in "<pkg>.msg._<module>".
+    return f"{msg_type.__module__.split('.')[0]}/msg/{msg_type.__name__}"
+
+
+def mono8_array(msg: Any) -> np.ndarray:
+    """Return the (H, W) uint8 view of a mono8 image message (row padding dropped)."""
+    data = np.asarray(msg.data, np.uint8)
+    return data[:msg.height * msg.step].reshape(msg.height, msg.step)[:, :msg.width]
+
+
+def rgb8_image_message(typestore: Any, header: Any, rgb: np.ndarray) -> Any:
+    """Return a rosbags sensor_msgs/Image (rgb8) of ``rgb`` with ``header``."""
+    h, w = rgb.shape[:2]
+    return typestore.types[IMAGE_TYPE](header=header, height=h, width=w, encoding="rgb8",
+                                       is_bigendian=0, step=3 * w, data=rgb.reshape(-1))
+
+
+def status_fields(msg: Any, reset_names: dict[int, str]) -> dict[str, Any]:
+    """Return the fields of the replay report's ``StatusSample`` from a SegmentationStatus."""
+    return {
+        "frame_index": int(msg.frame_index),
+        "temporal_state_used": bool(msg.temporal_state_used),
+        "reset_reason": reset_names.get(int(msg.reset_reason), str(msg.reset_reason)),
+        "registration_success": bool(msg.registration_success),
+        "tc_estimate": float(msg.tc_estimate), "label_flip_rate": float(msg.label_flip_rate),
+        "similarity_mean": float(msg.similarity_mean),
+        "mean_confidence": float(msg.mean_confidence),
+        "total_ms": float(msg.total_ms), "model_ms": float(msg.model_ms),
+        "registration_ms": float(msg.registration_ms), "fuse_ms": float(msg.fuse_ms),
+        "frames_dropped": int(msg.frames_dropped),
+    }

@@ -1,7 +1,8 @@
-"""Evaluate replayed segmentations and write the report, plots and side-by-side video (ROS-free).
+"""Evaluate replayed segmentations and write the report files (ROS-free).
 
-``ssp_replay`` (``replay.py``) drives the ROS node and hands this module plain records: one
-:class:`FrameRecord` per input frame and mode. Everything here is numpy / OpenCV / matplotlib.
+``ssp_replay`` (``driver.py``) drives the ROS node and hands this module plain records: one
+:class:`FrameRecord` per input frame and mode. Everything here is numpy / OpenCV; the plots and
+the side-by-side video are in ``render.py``.
 
 Metrics (defined in full in ``docs/REPLAY.md``):
 
@@ -21,22 +22,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import cv2
 import numpy as np
 
-from .metrics import confusion_matrix, flip_rate, iou_per_class, mean_iou, pair_miou
+from ...consistency import DISFlow, pair_consistency, pair_flip_rate, warp_labels
+from ...encodings import colorize, palette_lut
+from ...files import atomic_write_text
+from ...metrics import confusion_matrix, iou_per_class, mean_iou
 
 REPORT_VERSION = 1
-DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
-               "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-               "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
-PLOT_FILES = {"latency": "latency_hist.png", "tc": "tc_over_time.png",
-              "flip_rate": "flip_rate_over_time.png"}
-VIDEO_FILE = "side_by_side.mp4"
 # Order of the side-by-side panels and of the report columns: the baseline first.
 MODE_ORDER = ("image_model", "ssp")
 
@@ -130,9 +127,7 @@ class Palette:
 
     def colorize(self, labels: np.ndarray) -> np.ndarray:
         """Return an (H, W, 3) uint8 RGB image of ``labels``; ignored / unknown ids are black."""
-        lut = np.zeros((256, 3), np.uint8)
-        lut[:self.num_classes] = self.colors
-        return lut[labels]
+        return colorize(np.ascontiguousarray(labels, np.uint8), palette_lut(self.colors))
 
 
 def encode_labels(labels: np.ndarray) -> bytes:
@@ -154,38 +149,26 @@ def decode_labels(png: bytes) -> np.ndarray:
 # ---- temporal consistency -----------------------------------------------------------------------
 
 class FlowConsistency:
-    """Measure TC and flip rate between two label maps with DIS optical flow (OpenCV)."""
+    """Measure TC and flip rate between two label maps with DIS optical flow (the core's)."""
 
     def __init__(self, preset: str = "medium") -> None:
-        if preset not in DIS_PRESETS:
-            raise ValueError(f"unknown DIS preset {preset!r}; allowed: {', '.join(DIS_PRESETS)}")
-        self._dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
+        self._dis = DISFlow(preset)
 
     def flow(self, rgb_a: np.ndarray, rgb_b: np.ndarray) -> np.ndarray:
         """Return the (H, W, 2) float32 flow F with ``a(x) ~ b(x + F(x))``."""
-        gray_a = cv2.cvtColor(rgb_a, cv2.COLOR_RGB2GRAY)
-        gray_b = cv2.cvtColor(rgb_b, cv2.COLOR_RGB2GRAY)
-        if gray_a.shape != gray_b.shape:
-            raise ValueError(f"frames differ in size: {gray_a.shape} vs {gray_b.shape}")
-        return self._dis.calc(gray_a, gray_b, None)
+        return self._dis.flow(rgb_a, rgb_b)
 
     @staticmethod
     def warp_back(labels_b: np.ndarray, flow: np.ndarray, ignore_index: int) -> np.ndarray:
         """Return ``labels_b`` pulled into frame a; pixels that leave the view get ignore."""
-        h, w = flow.shape[:2]
-        # Nearest sampling keeps labels discrete, as the paper's TC does (SSP_SPEC §7.3).
-        grid_x, grid_y = np.meshgrid(np.arange(w, dtype=np.float32),
-                                     np.arange(h, dtype=np.float32))
-        return cv2.remap(labels_b, grid_x + flow[..., 0], grid_y + flow[..., 1],
-                         cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
-                         borderValue=int(ignore_index))
+        return warp_labels(labels_b, flow, fill=ignore_index)[0]
 
     def pair(self, labels_a: np.ndarray, labels_b: np.ndarray, flow: np.ndarray,
              palette: Palette) -> tuple[float, float]:
         """Return (tc, flip rate) of ``labels_a`` vs ``labels_b`` warped back with ``flow``."""
-        warped = self.warp_back(labels_b, flow, palette.ignore_index)
-        tc = pair_miou(labels_a, warped, palette.num_classes, ignore_index=palette.ignore_index)
-        flips = flip_rate(labels_a, warped, ignore_index=palette.ignore_index)
+        tc = pair_consistency(labels_a, labels_b, flow, palette.num_classes,
+                              ignore_index=palette.ignore_index)
+        flips = pair_flip_rate(labels_a, labels_b, flow, ignore_index=palette.ignore_index)
         return tc, flips
 
 
@@ -340,105 +323,6 @@ def _nanmean(values: Iterable[float]) -> float:
     return float(arr.mean()) if arr.size else math.nan
 
 
-# ---- side-by-side video ----------------------------------------------------------------------
-
-class SideBySideVideo:
-    """Write ``input | image model | SSP`` overlays to an MP4 with OpenCV."""
-
-    def __init__(self, path: Path, fps: float, palette: Palette, panels: Sequence[str],
-                 height: int = 360, alpha: float = 0.55) -> None:
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"overlay alpha must be in [0, 1], got {alpha}")
-        self.path = Path(path)
-        self.fps = fps if math.isfinite(fps) and fps > 0 else 10.0
-        self.palette = palette
-        self.panels = list(panels)
-        self.height = height
-        self.alpha = alpha
-        self._writer: cv2.VideoWriter | None = None
-        self._held: dict[str, np.ndarray | None] = dict.fromkeys(self.panels)
-
-    def write(self, rgb: np.ndarray, labels: dict[str, np.ndarray | None]) -> None:
-        """Append one frame; a mode without output for it shows its last mask, marked stale."""
-        h, w = rgb.shape[:2]
-        width = max(2, round(w * self.height / h)) // 2 * 2  # even sizes for the codecs
-        tiles = [_titled(cv2.resize(rgb, (width, self.height)), "input", False)]
-        for name in self.panels:
-            fresh = labels.get(name) is not None
-            if fresh:
-                self._held[name] = labels[name]
-            held = self._held[name]
-            if held is None:
-                tile = np.zeros((self.height, width, 3), np.uint8)
-            else:
-                tile = self._overlay(rgb, held, (width, self.height))
-            tiles.append(_titled(tile, name.replace("_", " "), not fresh))
-        frame = cv2.cvtColor(np.concatenate(tiles, axis=1), cv2.COLOR_RGB2BGR)
-        if self._writer is None:
-            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"),
-                                           self.fps, (frame.shape[1], frame.shape[0]))
-            if not self._writer.isOpened():
-                raise RuntimeError(f"OpenCV cannot write an MP4 video at {self.path}")
-        self._writer.write(frame)
-
-    def _overlay(self, rgb: np.ndarray, labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        color = self.palette.colorize(cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST))
-        base = cv2.resize(rgb, size)
-        return cv2.addWeighted(color, self.alpha, base, 1.0 - self.alpha, 0.0)
-
-    def close(self) -> None:
-        """Finish the file (safe to call twice)."""
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
-
-
-def _titled(tile: np.ndarray, title: str, stale: bool) -> np.ndarray:
-    tile = np.ascontiguousarray(tile)
-    text = f"{title} (no output)" if stale else title
-    cv2.putText(tile, text, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(tile, text, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1,
-                cv2.LINE_AA)
-    return tile
-
-
-# ---- plots --------------------------------------------------------------------------------------
-
-def write_plots(out_dir: Path, runs: Sequence[ModeRun],
-                series: dict[str, dict[str, list[tuple[int, float]]]]) -> list[str]:
-    """Write the latency histogram and the TC / flip-rate curves; return the file names."""
-    # The object-oriented API needs no pyplot and no global backend switch.
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7, 4), layout="constrained")
-    ax = fig.add_subplot()
-    for run in runs:
-        lat = [r.latency_ms for r in run.records if r.labels_png is not None]
-        if lat:
-            ax.hist(lat, bins=min(40, max(5, len(lat) // 2)), alpha=0.6, label=run.name)
-    ax.set_xlabel("latency publish -> labels [ms]")
-    ax.set_ylabel("frames")
-    ax.set_title("End-to-end latency")
-    ax.legend()
-    fig.savefig(out_dir / PLOT_FILES["latency"], dpi=100)
-
-    for key, ylabel in (("tc", "TC (pair mIoU, flow-warped)"),
-                        ("flip_rate", "flip rate (changed labels)")):
-        fig = Figure(figsize=(7, 4), layout="constrained")
-        ax = fig.add_subplot()
-        for name, per_mode in series.items():
-            if per_mode[key]:
-                x, y = zip(*per_mode[key])
-                ax.plot(x, y, label=name, linewidth=1.2)
-        ax.set_xlabel("frame")
-        ax.set_ylabel(ylabel)
-        ax.set_ylim(0.0, 1.0)
-        ax.set_title(f"{ylabel} over time")
-        ax.legend()
-        fig.savefig(out_dir / PLOT_FILES[key], dpi=100)
-    return list(PLOT_FILES.values())
-
-
 # ---- report files -------------------------------------------------------------------------------
 
 def jsonable(value: Any) -> Any:
@@ -455,10 +339,8 @@ def jsonable(value: Any) -> Any:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as indented JSON atomically (temp file + os.replace)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    """Write ``data`` as indented standard JSON (NaN -> null) atomically."""
+    atomic_write_text(path, json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n")
 
 
 SUMMARY_ROWS = (("mIoU", "miou", 100.0, "{:.1f}"), ("TC", "tc", 100.0, "{:.1f}"),
@@ -528,10 +410,7 @@ def render_markdown(report: dict[str, Any]) -> str:
 def write_report(out_dir: Path, report: dict[str, Any]) -> None:
     """Write ``report.json`` and ``report.md`` into ``out_dir``."""
     write_json(out_dir / "report.json", report)
-    md = out_dir / "report.md"
-    tmp = md.with_name(md.name + ".tmp")
-    tmp.write_text(render_markdown(jsonable(report)))
-    os.replace(tmp, md)
+    atomic_write_text(out_dir / "report.md", render_markdown(jsonable(report)))
 
 
 def ordered_modes(names: Iterable[str]) -> list[str]:

@@ -8,7 +8,6 @@ frame-to-frame homography is known.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 import json
 import os
@@ -16,7 +15,6 @@ from pathlib import Path
 import platform
 import resource
 import sys
-import tempfile
 import time
 from typing import Any
 
@@ -26,65 +24,16 @@ import psutil
 import torch
 from tqdm import tqdm
 
-from .artifact import load_artifact
-from .backends import create_backend
-from .classes import CLASS_SETS, ClassSet
-from .config import preset
-from .geometry import rescale_homography
-from .models import create_model
-from .registration import create_registrator, RegistrationConfig
-from .stream import Segmenter, StreamConfig
-
-
-def textured_image(size: tuple[int, int], seed: int = 0) -> np.ndarray:
-    """Return an (H, W, 3) uint8 RGB image of multi-scale coloured noise (corner-rich texture)."""
-    hgt, wid = size
-    rng = np.random.default_rng(seed)
-    img = np.zeros((hgt, wid, 3), np.float32)
-    # Three octaves: coarse blobs give large structures, fine grain gives ORB/SIFT corners.
-    for sigma, amp in ((16.0, 0.5), (4.0, 0.3), (1.0, 0.2)):
-        noise = cv2.GaussianBlur(rng.standard_normal((hgt, wid, 3)).astype(np.float32),
-                                 (0, 0), sigma)
-        img += amp * noise / (noise.std() + 1e-6)
-    img = (img - img.min()) / (img.max() - img.min() + 1e-6)
-    return (img * 255.0 + 0.5).astype(np.uint8)
-
-
-def camera_pose(t: float, size: tuple[int, int]) -> np.ndarray:
-    """Return the 3x3 map from canvas pixels to frame pixels at time ``t`` (frames).
-
-    The canvas is twice the frame size and the motion stays bounded (sinusoids with periods of
-    about 150-400 frames), so a 1000-frame run never leaves the texture.
-    """
-    hgt, wid = size
-    angle = 0.12 * np.sin(2 * np.pi * t / 400.0)
-    scale = 1.0 + 0.05 * np.sin(2 * np.pi * t / 250.0)
-    tx = 0.22 * wid * np.sin(2 * np.pi * t / 300.0)
-    ty = 0.22 * hgt * np.sin(2 * np.pi * t / 170.0 + 1.0)
-    persp = 1e-5 * np.sin(2 * np.pi * t / 150.0) * 640.0 / wid
-    c, s = scale * np.cos(angle), scale * np.sin(angle)
-    # canvas centre (W, H) -> origin, rotate/zoom, -> frame centre shifted by (tx, ty)
-    to_origin = np.array([[1.0, 0.0, -float(wid)], [0.0, 1.0, -float(hgt)], [0.0, 0.0, 1.0]])
-    motion = np.array([[c, -s, wid / 2.0 + tx], [s, c, hgt / 2.0 + ty], [persp, 0.0, 1.0]])
-    return motion @ to_origin
-
-
-def synthetic_frames(size: tuple[int, int], n: int, seed: int = 0,
-                     speed: float = 1.0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield ``n`` (frame (H, W, 3) uint8 RGB, H prev -> cur (3, 3) float64) pairs.
-
-    The first frame's homography is the identity (it has no previous frame). ``speed`` scales
-    the time step, i.e. the camera motion per frame.
-    """
-    hgt, wid = size
-    canvas = textured_image((2 * hgt, 2 * wid), seed)
-    prev_pose = None
-    for k in range(n):
-        pose = camera_pose(k * speed, size)
-        frame = cv2.warpPerspective(canvas, pose, (wid, hgt), flags=cv2.INTER_LINEAR)
-        h = np.eye(3) if prev_pose is None else pose @ np.linalg.inv(prev_pose)
-        prev_pose = pose
-        yield frame, h / h[2, 2]
+from ..artifact import load_artifact
+from ..backends import create_backend
+from ..classes import CLASS_SETS, ClassSet
+from ..config import preset
+from ..files import atomic_write_json
+from ..geometry import rescale_homography
+from ..models import create_model
+from ..registration import create_registrator, RegistrationConfig
+from ..stream import Segmenter, StreamConfig
+from ..synthetic import synthetic_frames
 
 
 # ---- Benchmark ---------------------------------------------------------------------------
@@ -338,29 +287,79 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of model init and texture")
     p.add_argument("--node", action="store_true",
                    help="also measure the ROS node's overhead "
-                        "(ssp_perception.node.benchmark_node_overhead)")
+                        "(ssp_perception.ros.node_bench.benchmark_node_overhead)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--json", default="", help="write the results to this JSON file")
     return p
 
 
 def write_json(path: str | Path, data: dict[str, Any]) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder + rename)."""
+    """Write ``data`` to ``path`` atomically, creating the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    atomic_write_json(path, data)
+
+
+NODE_COMMANDS = ("node-overhead", "node-overload")
+
+
+def build_node_parser(command: str) -> argparse.ArgumentParser:
+    """Return the parser of ``ssp_bench node-overhead`` / ``ssp_bench node-overload``."""
+    overload = command == "node-overload"
+    p = argparse.ArgumentParser(
+        prog=f"ssp_bench {command}",
+        description=("latency, memory and frame accounting of ssp_node fed faster than it "
+                     "can process" if overload else
+                     "per-frame overhead of ssp_node (conversion + all outputs) over the "
+                     "segmenter step"),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--preset", default="lite", help="model preset (random weights)")
+    p.add_argument("--checkpoint", default="", help="artifact to run instead of a preset")
+    p.add_argument("--size", type=_parse_size, default=(360, 640), help="camera frame HxW")
+    if overload:
+        p.add_argument("--duration", type=float, default=60.0, help="overload seconds")
+        p.add_argument("--rate-factor", type=float, default=3.0,
+                       help="input rate as a multiple of the node's throughput")
+    else:
+        p.add_argument("--frames", type=int, default=50, help="timed frames")
+        p.add_argument("--encoding", default="rgb8", choices=("rgb8", "bgr8"),
+                       help="encoding of the published frames")
+    p.add_argument("--threads", type=int, default=0,
+                   help="the node's num_threads parameter (0 = torch default)")
+    p.add_argument("--json", default="", help="write the results to this JSON file")
+    return p
+
+
+def node_main(command: str, argv: list[str]) -> int:
+    """Run one node benchmark (``ssp_perception.ros.node_bench``); print its JSON."""
+    args = build_node_parser(command).parse_args(argv)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        from ..ros import node_bench
+    except ImportError as err:
+        print(f"ssp_bench: error: {command} needs ROS 2 (ssp_perception.ros.node_bench): {err}",
+              file=sys.stderr)
+        return 2
+    params = {"num_threads": args.threads} if args.threads else None
+    checkpoint = args.checkpoint or None
+    if command == "node-overload":
+        report = node_bench.benchmark_node_overload(
+            preset=args.preset, size=args.size, duration_s=args.duration,
+            rate_factor=args.rate_factor, checkpoint=checkpoint, node_params=params)
+    else:
+        report = node_bench.benchmark_node_overhead(
+            preset=args.preset, size=args.size, frames=args.frames, checkpoint=checkpoint,
+            encoding=args.encoding, node_params=params)
+    print(json.dumps(report, indent=2, sort_keys=True))
+    if args.json:
+        write_json(args.json, report)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run ssp_bench from the command line; print the JSON and optionally write it."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in NODE_COMMANDS:
+        return node_main(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     try:
         cfg = BenchConfig(preset=args.preset, size=args.size, frame_size=args.frame_size,
@@ -376,9 +375,9 @@ def main(argv: list[str] | None = None) -> int:
                         for k, v in asdict(cfg).items()}
     if args.node:
         try:
-            from .node import benchmark_node_overhead
+            from ..ros.node_bench import benchmark_node_overhead
         except ImportError as err:
-            print(f"ssp_bench: error: --node needs ssp_perception.node.benchmark_node_overhead "
+            print(f"ssp_bench: error: --node needs ssp_perception.ros.node_bench "
                   f"(ROS 2 and the node module): {err}", file=sys.stderr)
             return 2
         report["node"] = benchmark_node_overhead(

@@ -1,0 +1,213 @@
+"""How every command-line tool ends: one line on bad input, one exit status per signal.
+
+Both packages' tools (``ssp_train``, ``ssp_eval``, ``ssp_export``, ``ssp_data``, ``ssp_node``,
+``ssp_replay``, ``ssp_bench``) end through :func:`run_main`:
+
+============================  ======  =====================================================
+what happened                 status  what the tool prints on stderr
+============================  ======  =====================================================
+success                       0       its normal output
+runtime error                 1       ``<tool>: error: <reason>``
+bad input (:class:`UsageError`  2     ``<tool>: error: <reason>`` (argparse errors too,
+or a tool's own input errors)         through :class:`ArgumentParser`), never a traceback
+SIGINT (Ctrl-C)               130     ``<tool>: interrupted; <what was kept or removed>``
+SIGTERM (``kill``, CI limits) 143     the same line
+============================  ======  =====================================================
+
+Signals: :func:`install_signal_handlers` makes SIGINT and SIGTERM raise :class:`Interrupted`
+(a ``KeyboardInterrupt``, so every ``finally`` and :func:`ssp_perception.files.staged_dir`
+cleans up) in the main thread. It installs them unconditionally, also when SIGINT was inherited
+as ignored (a background job such as ``make test &``): a tool that was sent a signal on purpose
+must end the same way wherever it runs. The first signal decides the exit status; further
+signals while the cleanup runs are ignored so that the cleanup finishes (a third one ends the
+process at once, without cleanup, with the same status). Once the tool's main function has
+returned, :func:`entry` turns any late signal into an immediate exit with the status already
+decided, so interpreter shutdown can never change it.
+
+rclpy: ``rclpy.init()`` installs its own SIGINT/SIGTERM handlers by default (they shut the
+context down instead of raising). A ROS tool either passes
+``signal_handler_options=rclpy.signals.SignalHandlerOptions.NO`` to ``rclpy.init`` or calls
+:func:`install_signal_handlers` again after it; both leave this module's handlers in charge.
+
+Console scripts point at :func:`entry` through a tiny module, so the handlers are in place
+before the heavy imports (torch, cv2, rclpy) start: a signal during start-up ends the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+import importlib
+import os
+import signal
+import sys
+import threading
+from typing import NoReturn
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_SIGINT = 128 + signal.SIGINT
+EXIT_SIGTERM = 128 + signal.SIGTERM
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+Note = str | Callable[[], str]
+
+
+class UsageError(ValueError):
+    """Bad input to a tool: printed as ``<tool>: error: <message>``, exit status 2."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM received; raised in the main thread by this module's handlers."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose errors are one line and exit with status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``<prog>: error: <message>`` (with a pointer to ``--help``) and exit 2."""
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# The first signal of the process (None until one arrives) and how many arrived since.
+_first: int | None = None
+_count = 0
+_late = False
+
+
+def exit_status(signum: int) -> int:
+    """Return the shell convention's exit status for a signal: 128 + its number."""
+    return 128 + int(signum)
+
+
+def _handler(signum: int, _frame: object) -> None:
+    global _first, _count
+    _count += 1
+    if _late or _count >= 3:
+        # After main returned (or on the third signal): end now, with the status decided.
+        _flush()
+        os._exit(exit_status(_first if _first is not None else signum))
+    if _first is not None:
+        return  # the first signal's cleanup is running: let it finish
+    _first = signum
+    raise Interrupted(signum)
+
+
+def install_signal_handlers() -> dict[int, object]:
+    """Make SIGINT and SIGTERM raise :class:`Interrupted`; return the handlers they replace.
+
+    Call it again after anything that installs its own handlers (``rclpy.init`` with its
+    default options). Outside the main thread it does nothing (Python allows signal handlers
+    in the main thread only) and returns an empty dict.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: signal.signal(s, _handler) for s in SIGNALS}
+
+
+def restore_signal_handlers(previous: dict[int, object]) -> None:
+    """Put back the handlers :func:`install_signal_handlers` returned."""
+    for s, h in previous.items():
+        if h is not None:  # None: set from C (rclpy) and not restorable from Python
+            signal.signal(s, h)
+
+
+def reset_signal_state() -> None:
+    """Forget earlier signals (for callers that run several tools in one process: tests)."""
+    global _first, _count, _late
+    _first, _count, _late = None, 0, False
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def one_line(err: BaseException) -> str:
+    """Return an exception's message as one line (its type name if it has none)."""
+    text = " ".join(str(err).split())
+    if isinstance(err, KeyError) and len(err.args) == 1:
+        text = str(err.args[0])
+    return text or type(err).__name__
+
+
+def run_main(body: Callable[[], int | None], tool: str, *,
+             usage_errors: tuple[type[BaseException], ...] = (),
+             runtime_errors: tuple[type[BaseException], ...] = (),
+             interrupted: Note = "no output written") -> int:
+    """Run ``body`` as ``tool``'s main work and return its exit status; print at most one line.
+
+    :class:`UsageError` and ``usage_errors`` give status 2, ``runtime_errors`` status 1, each
+    with ``<tool>: error: <message>``. SIGINT/SIGTERM (and ``KeyboardInterrupt``) give 130/143
+    after ``body``'s own cleanup has run, with ``<tool>: interrupted; <interrupted>``;
+    ``interrupted`` may be a function, called then, that says what was kept or removed.
+    Anything else propagates (a bug: its traceback is wanted). The signal handlers that were in
+    place before are restored on return.
+    """
+    global _first, _count
+    _first, _count = None, 0
+    previous = install_signal_handlers()
+    try:
+        try:
+            code = body()
+        except Interrupted as err:
+            return _interrupted(tool, err.signum, interrupted)
+        except KeyboardInterrupt:
+            return _interrupted(tool, _first or signal.SIGINT, interrupted)
+        except (UsageError, *usage_errors) as err:
+            print(f"{tool}: error: {one_line(err)}", file=sys.stderr, flush=True)
+            return EXIT_USAGE
+        except runtime_errors as err:
+            print(f"{tool}: error: {one_line(err)}", file=sys.stderr, flush=True)
+            return EXIT_ERROR
+        return EXIT_OK if code is None else int(code)
+    except KeyboardInterrupt:
+        # A second signal raced the first one's handling above: the first one decides.
+        return exit_status(_first or signal.SIGINT)
+    finally:
+        restore_signal_handlers(previous)
+
+
+def _interrupted(tool: str, signum: int, note: Note) -> int:
+    try:
+        text = note() if callable(note) else note
+    except Exception as err:  # noqa: BLE001 - the note must never hide the interrupt
+        text = f"(could not say what was kept: {one_line(err)})"
+    print(f"{tool}: interrupted; {text}", file=sys.stderr, flush=True)
+    return exit_status(signum)
+
+
+def entry(tool: str, module: str, attr: str = "main") -> NoReturn:
+    """Console-script body: handlers first, then import ``module`` and exit with its main's status.
+
+    ``module.attr`` is called without arguments and returns an exit status (it should end
+    through :func:`run_main`). A signal during the import ends with 130/143 and the line
+    ``<tool>: interrupted; nothing was written``.
+    """
+    global _late
+    install_signal_handlers()
+    try:
+        main = getattr(importlib.import_module(module), attr)
+        code = main()
+    except KeyboardInterrupt as err:
+        signum = err.signum if isinstance(err, Interrupted) else (_first or signal.SIGINT)
+        code = _interrupted(tool, signum, "nothing was written")
+    _late = True
+    if _first is not None:
+        code = exit_status(_first)
+    _flush()
+    sys.exit(code)
+
+
+__all__ = ["ArgumentParser", "EXIT_ERROR", "EXIT_OK", "EXIT_SIGINT", "EXIT_SIGTERM",
+           "EXIT_USAGE", "Interrupted", "UsageError", "entry", "exit_status",
+           "install_signal_handlers", "one_line", "reset_signal_state",
+           "restore_signal_handlers", "run_main"]

@@ -1,0 +1,368 @@
+"""ssp_node: segment camera streams with SSP and publish labels, visualisations and health.
+
+A thin ROS 2 layer over the core (``stream.Segmenter`` / ``stream.Stream``): it declares the
+parameters from the typed configs, converts messages (``ros_conv``), hands frames to the core
+and publishes the results. ``docs/NODE.md`` lists topics, services, parameters and QoS.
+
+Threading (why parameter and service callbacks never wait behind inference):
+
+* The executor thread runs only short callbacks. An image callback stores the message in its
+  stream's one-slot mailbox, replacing (and counting as dropped) a frame the worker had not
+  taken yet: the latest-frame policy, so no queue grows and latency stays bounded under
+  overload. Service, parameter and timer callbacks touch flags and counters only.
+* One worker thread per stream decodes, runs ``Stream.process`` and publishes. Streams share
+  the ``Segmenter`` (one copy of the weights, a lock around each network call) and keep their
+  own temporal state; decoding, registration and publishing of different streams overlap.
+
+Decisions:
+
+* Non-finite model output (NaN/inf, e.g. corrupted weights or fp16 overflow) is never
+  published: the stream's state is reset (it may hold the poison) and the frame is counted as
+  rejected, with a throttled warning and a diagnostic. An image-only result of the same
+  network would be just as suspect, and a missing frame is something consumers already handle.
+* Streams are keyed by their resolved input topic (``SegmentationStatus.stream_id``). Outputs of
+  a stream live in the namespace of its input topic as written: ``image`` -> ``labels``,
+  ``cam0/image`` -> ``cam0/labels``, ``/uav/left/image_raw`` -> ``/uav/left/labels``. Two
+  inputs in one namespace would collide, so the node refuses to start and says so.
+* Visual outputs (labels, color, overlay, confidence) are built only while someone subscribes;
+  status is always published (it is small and is the per-frame heartbeat).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from pathlib import Path
+import sys
+import time
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+import rclpy
+from rclpy.clock import Clock, ClockType
+from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
+                              ParameterException)
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import (DurabilityPolicy, qos_profile_sensor_data, QoSProfile,
+                       ReliabilityPolicy)
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from sensor_msgs.msg import CompressedImage, Image
+from ssp_msgs.msg import ClassInfo, SegmentationStatus
+from ssp_msgs.srv import ResetStreams
+from std_msgs.msg import Header
+import torch
+
+from . import conversions
+from .params import build_configs, parameter_specs, plain_value
+from .worker import Outputs, StreamWorker, window_values
+from ..artifact import ArtifactError, ArtifactMeta, read_meta
+from ..encodings import palette_lut
+from ..stream import Segmenter
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = PACKAGE_DIR / "weights" / "ssp_lite_synth.safetensors"
+ARTIFACT_EXPECTATION = ("an ssp_perception model artifact: a .safetensors file written by "
+                        "ssp_perception.artifact.save_artifact (e.g. by the ssp_training export)")
+
+
+class StartupError(RuntimeError):
+    """Raise when the node cannot start: bad parameters or an unusable model file."""
+
+
+class SegmentationNode(Node):
+    """Segment one or more camera streams with one shared SSP model."""
+
+    def __init__(self, node_name: str = "ssp_node", **node_kwargs: Any) -> None:
+        super().__init__(node_name, **node_kwargs)
+        self.workers: dict[str, StreamWorker] = {}
+        try:
+            self._start()
+        except BaseException:
+            try:
+                self.destroy_node()   # release what was created; the caller sees the error
+            except Exception:  # noqa: B902 - the original error matters, not this one
+                pass
+            raise
+
+    def _start(self) -> None:
+        self._specs = {s.name: s for s in parameter_specs()}
+        self._values = self._declare_parameters()
+        try:
+            self.config, self._stream_cfg, self._reg_cfg = build_configs(self._values)
+        except ValueError as err:
+            raise StartupError(str(err)) from None
+        self.model_path = _resolve_model_path(self.config.model_path)
+        self.segmenter, self.model_id, self.meta = self._load_model()
+        self.palette = palette_lut(self.segmenter.class_set.colors)
+        self._create_streams()
+        self._class_info_pub = self.create_publisher(
+            ClassInfo, "class_info", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                                durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        self._publish_class_info()
+        self._reset_srv = self.create_service(ResetStreams, "reset", self._on_reset)
+        self._diag_pub = self.create_publisher(
+            DiagnosticArray, "/diagnostics", QoSProfile(depth=10))
+        self._diag_timer = self.create_timer(
+            self.config.diagnostics_period_s, self._publish_diagnostics,
+            clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        for worker in self.workers.values():
+            worker.start()
+        self.get_logger().info(
+            f"segmenting {', '.join(self.workers)} with {self.model_id} "
+            f"({self.meta.model.preset}, {self.config.backend}/{self.config.device}/"
+            f"{self.config.dtype}, network input {self._network_size()})")
+
+    # -- start-up ---------------------------------------------------------------------------
+
+    def _declare_parameters(self) -> dict[str, Any]:
+        values = {}
+        for spec in self._specs.values():
+            descriptor = ParameterDescriptor(name=spec.name, type=spec.type_,
+                                             description=spec.description,
+                                             read_only=spec.read_only)
+            default = (Parameter.Type(spec.type_) if spec.default is None else spec.default)
+            try:
+                param = self.declare_parameter(spec.name, default, descriptor)
+            except (InvalidParameterTypeException, InvalidParameterValueException,
+                    ParameterException) as err:
+                kind = Parameter.Type(spec.type_).name.lower()
+                raise StartupError(f"parameter {spec.name!r} must be of type {kind} (write "
+                                   f"doubles with a decimal point): {err}") from None
+            values[spec.name] = param.value
+        return values
+
+    def _load_model(self) -> tuple[Segmenter, str, ArtifactMeta]:
+        path, cfg = self.model_path, self.config
+        if not path.is_file():
+            raise StartupError(f"model artifact not found: {path} (expected "
+                               f"{ARTIFACT_EXPECTATION}; set the model_path parameter)")
+
+        def unusable(err: Exception) -> StartupError:
+            detail = str(err) if str(err).startswith(str(path)) else f"{path}: {err}"
+            return StartupError(f"cannot load model artifact {detail} (expected "
+                                f"{ARTIFACT_EXPECTATION})")
+
+        try:
+            meta = read_meta(path)
+        except (ArtifactError, OSError) as err:
+            raise unusable(err) from None
+        if cfg.preset and meta.model.preset != cfg.preset:
+            raise StartupError(f"model artifact {path} is preset {meta.model.preset!r} but "
+                               f"the preset parameter asks for {cfg.preset!r}")
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        try:
+            segmenter = Segmenter.from_artifact(path, backend=cfg.backend, device=cfg.device,
+                                                dtype=cfg.dtype)
+        except (ArtifactError, OSError, ValueError, RuntimeError) as err:
+            raise unusable(err) from None    # e.g. truncated weights, CUDA absent
+        return segmenter, f"{path.name}@{_sha256_prefix(path)}", meta
+
+    def _network_size(self) -> tuple[int, int] | str:
+        if self._stream_cfg.resize_mode == "pad":
+            return "native, padded to multiples of 32"
+        return tuple(self._stream_cfg.input_size or self.segmenter.input_size)
+
+    def _create_streams(self) -> None:
+        cfg = self.config
+        namespaces: dict[str, str] = {}
+        for topic in cfg.topics:
+            ns = topic.rsplit("/", 1)[0] if "/" in topic else ""
+            if ns in namespaces:
+                raise StartupError(
+                    f"image_topics {namespaces[ns]!r} and {topic!r} would publish to the same "
+                    f"outputs ({_join(ns, 'labels')!r}, ...); give each camera its own "
+                    f"namespace, e.g. 'cam0/image' and 'cam1/image'")
+            namespaces[ns] = topic
+        for ns, topic in namespaces.items():
+            self._create_stream(topic, ns)
+
+    def _create_stream(self, topic: str, ns: str) -> None:
+        cfg = self.config
+        compressed = cfg.input_transport == "compressed"
+        msg_type, decode = ((CompressedImage, conversions.compressed_to_rgb) if compressed
+                            else (Image, conversions.image_to_rgb))
+        # Like image_transport: remap the base topic, then add the transport's suffix, so the
+        # launch file's "image:=/camera/image_raw" also moves "image/compressed".
+        name = f"{self.resolve_topic_name(topic)}/compressed" if compressed else topic
+        output_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+        overrides = QoSOverridingOptions.with_default_policies()
+
+        def publisher(enabled: bool, msg: type, suffix: str, qos: QoSProfile = output_qos):
+            if not enabled:
+                return None
+            # rclpy applies qos_overrides by mutating the profile it is given: pass a copy.
+            return self.create_publisher(msg, _join(ns, suffix), copy.copy(qos),
+                                         qos_overriding_options=overrides)
+
+        outputs = Outputs(
+            status=publisher(True, SegmentationStatus, "status", QoSProfile(depth=10)),
+            labels=publisher(cfg.publish_labels, Image, "labels"),
+            color=publisher(cfg.publish_color, Image, "color"),
+            overlay=publisher(cfg.publish_overlay, Image, "overlay"),
+            confidence=publisher(cfg.publish_confidence, Image, "confidence"))
+        stream = self.segmenter.new_stream(self._stream_cfg, self._reg_cfg)
+        stream_id = self.resolve_topic_name(name)       # remapped and expanded
+        worker = StreamWorker(self, stream_id, stream, outputs, decode)
+        events = SubscriptionEventCallbacks(incompatible_qos=worker.on_incompatible_qos)
+        worker.subscription = self.create_subscription(
+            # A copy: qos_overrides mutate the given profile, and this one is rclpy's global.
+            msg_type, name, worker.offer, copy.copy(qos_profile_sensor_data),
+            event_callbacks=events, qos_overriding_options=overrides)
+        self.workers[stream_id] = worker
+
+    def _publish_class_info(self) -> None:
+        """Publish (latched) the class metadata; input size 0 x 0 = native size, padded."""
+        header = Header(stamp=self.get_clock().now().to_msg())
+        size = self._network_size()
+        self._class_info_pub.publish(conversions.class_info_msg(
+            self.segmenter.class_set, model_id=self.model_id, preset=self.meta.model.preset,
+            input_size=size if isinstance(size, tuple) else (0, 0), header=header))
+
+    # -- parameters -------------------------------------------------------------------------
+
+    def _validate_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        changes = {p.name: plain_value(p.value) for p in params if p.name in self._specs}
+        if not changes:
+            return SetParametersResult(successful=True)
+        try:
+            build_configs({**self._values, **changes})
+        except ValueError as err:
+            names = ", ".join(f"{k}={v!r}" for k, v in changes.items())
+            return SetParametersResult(successful=False, reason=f"rejected {names}: {err}")
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, params: list[Parameter]) -> None:
+        changes = {p.name: plain_value(p.value) for p in params if p.name in self._specs}
+        if not changes:
+            return
+        self._values.update(changes)
+        self.config, stream_cfg, reg_cfg = build_configs(self._values)
+        if (stream_cfg, reg_cfg) != (self._stream_cfg, self._reg_cfg):
+            resized = stream_cfg.input_size != self._stream_cfg.input_size or (
+                stream_cfg.resize_mode != self._stream_cfg.resize_mode)
+            self._stream_cfg, self._reg_cfg = stream_cfg, reg_cfg
+            for worker in self.workers.values():
+                worker.request_reconfigure(stream_cfg, reg_cfg)
+            if resized:
+                self._publish_class_info()
+        self.get_logger().info(f"parameters changed: {changes}")
+
+    # -- services ---------------------------------------------------------------------------
+
+    def _on_reset(self, request: ResetStreams.Request,
+                  response: ResetStreams.Response) -> ResetStreams.Response:
+        if request.stream_id and request.stream_id not in self.workers:
+            response.success = False
+            response.message = (f"unknown stream {request.stream_id!r}; known streams: "
+                                f"{', '.join(self.workers)}")
+            return response
+        targets = [request.stream_id] if request.stream_id else list(self.workers)
+        for stream_id in targets:
+            self.workers[stream_id].request_reset("reset service")
+        response.success = True
+        response.reset_streams = targets
+        response.message = f"reset {len(targets)} stream(s); applies from the next frame"
+        return response
+
+    # -- diagnostics ------------------------------------------------------------------------
+
+    def _publish_diagnostics(self) -> None:
+        statuses = [self._model_diagnostic()]
+        now = time.monotonic()
+        for worker in self.workers.values():
+            statuses.append(self._stream_diagnostic(worker, now))
+        stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(conversions.diagnostic_array(statuses, stamp))
+
+    def _model_diagnostic(self) -> Any:
+        cfg = self.config
+        values = {"model_path": str(self.model_path), "model_id": self.model_id,
+                  "preset": self.meta.model.preset, "class_set": self.meta.class_set.name,
+                  "backend": cfg.backend, "device": cfg.device, "dtype": cfg.dtype,
+                  "network_input": str(self._network_size()), "streams": len(self.workers)}
+        return conversions.diagnostic_status(f"{self.get_fully_qualified_name()}: model",
+                                             self.model_id, "ok", "model loaded", values)
+
+    def _stream_diagnostic(self, worker: StreamWorker, now: float) -> Any:
+        cfg = self.config
+        silent_s = now - worker.stats.last_receive
+        if silent_s > cfg.input_timeout_s:
+            worker.warn("no_input", f"{worker.stream_id}: no input for {silent_s:.1f} s")
+        st, frames, elapsed = worker.take_window()
+        values = window_values(st, frames, elapsed)
+        values["seconds_since_input"] = silent_s
+        if silent_s > cfg.input_timeout_s:
+            level, message = "warn", f"no input for {silent_s:.1f} s"
+        elif st.window_warnings:
+            level, message = "warn", st.window_warnings[-1]
+        else:
+            level = "ok"
+            message = (f"{values['input_rate_hz']:.1f} Hz in, "
+                       f"{values['output_rate_hz']:.1f} Hz out")
+        return conversions.diagnostic_status(f"{self.get_fully_qualified_name()}: "
+                                             f"{worker.stream_id}", worker.stream_id, level,
+                                             message, values)
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    def destroy_node(self) -> None:
+        """Stop the stream workers, then destroy the node."""
+        for worker in self.workers.values():
+            worker.stop()
+        super().destroy_node()
+
+
+def _resolve_model_path(model_path: str) -> Path:
+    return Path(model_path).expanduser() if model_path else DEFAULT_MODEL
+
+
+def _sha256_prefix(path: Path, n: int = 12) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:n]
+
+
+def _join(ns: str, name: str) -> str:
+    return f"{ns}/{name}" if ns else name
+
+
+# ---- Entry point ---------------------------------------------------------------------------
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run ssp_node until shutdown; return the process exit code (1 when it cannot start)."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = SegmentationNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except StartupError as err:
+        rclpy.logging.get_logger("ssp_node").fatal(f"cannot start: {err}")
+        return 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception:
+        if rclpy.ok():
+            raise
+        # Ctrl-C while starting (e.g. during model loading) invalidates the context under
+        # whatever ROS call runs: a shutdown, not an error worth a traceback.
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""One ssp_replay run: validate the bag, replay it per mode, evaluate, commit the outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import os
+from pathlib import Path
+import shutil
+import time
+from typing import Any
+
+import numpy as np
+import rclpy
+from rclpy.signals import SignalHandlerOptions
+from tqdm import tqdm
+
+from .bag import BagIndex, BagRecorder, BagSource
+from .config import IMAGE_MODEL_OVERRIDES, node_overrides, node_parameters, ReplayConfig
+from .config import ReplayError
+from .driver import NodeRun
+from .render import PLOT_FILES, SideBySideVideo, VIDEO_FILE, write_plots
+from .report import (decode_labels, Evaluator, FrameRecord, jsonable, ModeRun, ordered_modes,
+                     Palette, write_report)
+from ..conversions import IMAGE_TYPE
+
+BAG_NAME = "bag"
+
+
+@dataclass
+class ReplayResult:
+    """Return value of :func:`replay`: the finished output folder and the report dict."""
+
+    out_dir: Path
+    report: dict[str, Any]
+    runs: dict[str, ModeRun]
+
+
+def _run_mode(name: str, cfg: ReplayConfig, source: BagSource, index: BagIndex,
+              context: Any, recorder: BagRecorder) -> tuple[ModeRun, Any]:
+    run = NodeRun(context, f"/{name}", node_overrides(cfg, name), recorder,
+                  realtime=cfg.mode == "realtime", first_log_ns=index.log_times[0])
+    try:
+        run.wait_for_connections()
+        class_info = run.wait_class_info()
+        records: list[FrameRecord] = []
+        bar = tqdm(total=index.frames, desc=f"{name} ({cfg.mode})", unit="frame",
+                   disable=not cfg.progress, dynamic_ncols=True, mininterval=0.5)
+        start = time.monotonic()
+        t0, log0 = start, index.log_times[0]
+        for frame in source.frames(index):
+            if cfg.mode == "realtime":
+                delay = t0 + (frame.log_ns - log0) / 1e9 / cfg.rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            record = run.publish(frame)
+            records.append(record)
+            if cfg.mode == "lockstep" and not run.wait(record, cfg.frame_timeout_s):
+                tqdm.write(f"[ssp_replay] {name}: no output for frame {frame.index} "
+                           f"(stamp {frame.stamp_ns} ns) within {cfg.frame_timeout_s:.0f} s")
+            bar.update(1)
+            if record.labels_png is not None:
+                bar.set_postfix(latency_ms=f"{record.latency_ms:.0f}", refresh=False)
+        bar.close()
+        run.drain(records, timeout_s=cfg.frame_timeout_s)
+        done = [r.received_s for r in records if r.labels_png is not None]
+        wall = (max(done) if done else time.monotonic()) - start
+        return ModeRun(name, records, wall), class_info
+    finally:
+        run.close()
+
+
+def _palette(class_info: Any) -> Palette:
+    colors = np.asarray(class_info.palette_rgb, np.uint8).reshape(-1, 3)
+    return Palette(tuple(class_info.class_names), colors, int(class_info.ignore_index))
+
+
+def _evaluate(cfg: ReplayConfig, source: BagSource, index: BagIndex, runs: dict[str, ModeRun],
+              palette: Palette, out_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    names = ordered_modes(runs)
+    evaluator = Evaluator([runs[n] for n in names], palette, cfg.flow_preset)
+    video = (SideBySideVideo(out_dir / VIDEO_FILE, index.rate_hz, palette, names)
+             if cfg.video else None)
+    try:
+        frames = tqdm(source.frames(index), total=index.frames, desc="evaluate", unit="frame",
+                      disable=not cfg.progress, dynamic_ncols=True, mininterval=0.5)
+        for frame in frames:
+            rgb = source.rgb(frame)
+            png = index.labels.get(frame.stamp_ns)
+            gt = decode_labels(png) if png is not None else None
+            labels = evaluator.update(frame.index, rgb, gt)
+            if video is not None:
+                video.write(rgb, labels)
+    finally:
+        if video is not None:
+            video.close()
+    summaries = {n: evaluator.summary(runs[n]) for n in names}
+    series = {n: evaluator.series(n) for n in names}
+    return summaries, series
+
+
+def replay(cfg: ReplayConfig) -> ReplayResult:
+    """Replay the bag through the node in each mode and write the outputs into ``cfg.out_dir``.
+
+    Raise :class:`ReplayError` for an unusable bag or node set-up. Nothing is left behind on
+    failure or interruption: outputs appear in ``cfg.out_dir`` only once all are complete.
+    """
+    out_dir = cfg.out_dir.resolve()
+    if out_dir.exists() and not cfg.overwrite:
+        raise ReplayError(f"output folder {out_dir} exists; pass --overwrite to replace it")
+    modes = ("ssp", "image_model") if cfg.compare else ("ssp",)
+    for mode in modes:  # bad parameters fail here, before the bag is read
+        node_parameters(cfg, mode)
+    source = BagSource(cfg)
+    index = source.index()
+    tmp = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    committed = False
+    context = rclpy.Context()
+    recorder = None
+    try:
+        storage = index.storage if cfg.storage == "same" else cfg.storage
+        recorder = BagRecorder(tmp / BAG_NAME, storage)
+        _copy_inputs(cfg, source, index, recorder)
+        # No rclpy signal handlers: Ctrl-C must raise KeyboardInterrupt here so that the
+        # finally clause below removes the partial output.
+        rclpy.init(context=context, domain_id=cfg.domain_id,
+                   signal_handler_options=SignalHandlerOptions.NO)
+        runs: dict[str, ModeRun] = {}
+        class_info = None
+        for name in modes:
+            runs[name], class_info = _run_mode(name, cfg, source, index, context, recorder)
+        recorder.close()
+        recorder = None
+        palette = _palette(class_info)
+        summaries, series = _evaluate(cfg, source, index, runs, palette, tmp)
+        files = {"bag": BAG_NAME, "report_json": "report.json", "report_md": "report.md"}
+        files.update({f"plot_{k}": v for k, v in PLOT_FILES.items()})
+        write_plots(tmp, [runs[n] for n in summaries], series)
+        if cfg.video:
+            files["video"] = VIDEO_FILE
+        report = _report(cfg, index, class_info, summaries, files)
+        write_report(tmp, report)
+        _commit(tmp, out_dir)
+        committed = True
+        return ReplayResult(out_dir, jsonable(report), runs)
+    finally:
+        if recorder is not None:
+            try:
+                recorder.close()
+            except Exception:  # the bag is being thrown away; its close error is moot
+                pass
+        if context.ok():
+            rclpy.shutdown(context=context)
+        if not committed:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _copy_inputs(cfg: ReplayConfig, source: BagSource, index: BagIndex,
+                 recorder: BagRecorder) -> None:
+    # The input frames (and ground truth) go into the output bag too, so it plays on its own.
+    recorder.add(cfg.image_topic, IMAGE_TYPE)
+    for frame in source.frames(index):
+        recorder.write(cfg.image_topic, frame.log_ns, frame.cdr)
+    if cfg.label_topic:
+        recorder.add(cfg.label_topic, IMAGE_TYPE)
+        log_of = dict(zip(index.stamps, index.log_times))
+        for stamp, cdr in source.label_messages(index):
+            recorder.write(cfg.label_topic, log_of[stamp], cdr)
+
+
+def _commit(tmp: Path, out_dir: Path) -> None:
+    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+    if out_dir.exists():
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _report(cfg: ReplayConfig, index: BagIndex, class_info: Any,
+            summaries: dict[str, Any], files: dict[str, str]) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "input": {"bag": str(cfg.bag), "storage": index.storage,
+                  "image_topic": cfg.image_topic, "image_type": index.image_type,
+                  "label_topic": cfg.label_topic or None, "frames": index.frames,
+                  "labelled_frames": len(index.labels),
+                  "unmatched_labels": index.unmatched_labels, "rate_hz": index.rate_hz},
+        "replay": {"mode": cfg.mode, "rate": cfg.rate, "compare": cfg.compare,
+                   "frame_timeout_s": cfg.frame_timeout_s, "flow_preset": cfg.flow_preset,
+                   "node_parameters": node_parameters(cfg, "ssp"),
+                   "image_model_overrides": IMAGE_MODEL_OVERRIDES if cfg.compare else {}},
+        "model": {"model_id": class_info.model_id, "preset": class_info.preset,
+                  "class_set": class_info.class_set,
+                  "input_size": [int(class_info.input_height), int(class_info.input_width)]},
+        "classes": list(class_info.class_names),
+        "modes": summaries,
+        "files": files,
+    }

@@ -1,0 +1,101 @@
+"""ssp_perception.cli: one error line, one exit status per signal, cleanup before the exit."""
+
+from pathlib import Path
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from ssp_perception.cli import (EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, run_main,
+                                UsageError)
+
+# A tool whose work waits for the test, and whose cleanup can be held open by the test.
+TOOL = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from ssp_perception.cli import run_main
+
+    d = Path(sys.argv[1])
+
+    def wait_for(name):
+        while not (d / name).exists():
+            time.sleep(0.01)
+
+    def body():
+        try:
+            (d / "working").touch()
+            wait_for("never")
+        finally:
+            (d / "cleaning").touch()
+            if (d / "hold_cleanup").exists():
+                wait_for("release")
+            (d / "cleaned").touch()
+
+    sys.exit(run_main(body, "demo_tool", interrupted="scratch removed"))
+""")
+
+
+def wait_until(condition, timeout: float = 60.0) -> None:
+    """Poll ``condition`` until it holds (a real condition, never a bare sleep)."""
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "condition not reached"
+        time.sleep(0.01)
+
+
+def _start(tmp_path: Path, inherit_ignored: bool) -> subprocess.Popen:
+    def ignore_sigint() -> None:  # what a background job (make test &) inherits
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    return subprocess.Popen([sys.executable, "-c", TOOL, str(tmp_path)],
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=ignore_sigint if inherit_ignored else None)
+
+
+@pytest.mark.parametrize("inherit_ignored", [False, True], ids=["foreground", "background"])
+@pytest.mark.parametrize("sig,status", [(signal.SIGINT, EXIT_SIGINT),
+                                        (signal.SIGTERM, EXIT_SIGTERM)], ids=["INT", "TERM"])
+def test_signal_gives_its_status_after_cleanup(tmp_path, sig, status, inherit_ignored):
+    proc = _start(tmp_path, inherit_ignored)
+    wait_until(lambda: (tmp_path / "working").exists())
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == status
+    assert (tmp_path / "cleaned").exists()
+    assert err == "demo_tool: interrupted; scratch removed\n"
+
+
+def test_second_signal_during_cleanup_neither_stops_it_nor_changes_the_status(tmp_path):
+    (tmp_path / "hold_cleanup").touch()
+    proc = _start(tmp_path, inherit_ignored=True)
+    wait_until(lambda: (tmp_path / "working").exists())
+    proc.send_signal(signal.SIGINT)
+    wait_until(lambda: (tmp_path / "cleaning").exists())
+    proc.send_signal(signal.SIGTERM)
+    # The second signal is handled (ignored) once the main thread runs Python code again; the
+    # cleanup then goes on when released.
+    (tmp_path / "release").touch()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == EXIT_SIGINT
+    assert (tmp_path / "cleaned").exists()
+    assert err.count("interrupted") == 1
+
+
+def test_usage_and_runtime_errors_are_one_line(capsys):
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+
+    def bad_input() -> int:
+        raise UsageError("--threads must be >= 0, got -3")
+
+    assert run_main(bad_input, "demo_tool") == EXIT_USAGE
+    assert capsys.readouterr().err == "demo_tool: error: --threads must be >= 0, got -3\n"
+
+    def broken_disk() -> int:
+        raise OSError("No space left on device")
+
+    assert run_main(broken_disk, "demo_tool", runtime_errors=(OSError,)) == 1
+    assert capsys.readouterr().err == "demo_tool: error: No space left on device\n"
+    # The previous handlers are back: pytest's own signal handling is untouched.
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
