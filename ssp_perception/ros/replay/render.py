@@ -18,9 +18,16 @@ VIDEO_FILE = "side_by_side.mp4"
 
 # ---- side-by-side video ----------------------------------------------------------------------
 
-# Colour of the pixels whose label changed in the flicker row (RGB): nothing in the UAVid or
-# RuralScapes palettes is this saturated a magenta, and it reads on the dimmed grey frame.
-FLICKER_RGB = (255, 0, 200)
+# Candidate colours of the changed pixels in the flicker row (RGB), bright on a dimmed grey
+# frame; the one farthest from every class colour is used, so no one reads it as a class.
+FLICKER_CANDIDATES = ((255, 255, 0), (0, 255, 255), (255, 0, 255), (255, 128, 0), (128, 0, 255),
+                      (0, 255, 128), (255, 255, 255))
+
+
+def flicker_color(palette: Palette) -> tuple[int, int, int]:
+    """Return the flicker-row colour for ``palette``: the candidate least like any class."""
+    colors = palette.colors.astype(np.int64)
+    return max(FLICKER_CANDIDATES, key=lambda c: int(np.abs(colors - c).sum(axis=1).min()))
 
 
 class SideBySideVideo:
@@ -45,6 +52,7 @@ class SideBySideVideo:
         self.alpha = alpha
         self._writer: cv2.VideoWriter | None = None
         self._held: dict[str, np.ndarray | None] = dict.fromkeys(self.panels)
+        self.flicker_rgb = flicker_color(palette)
 
     def write(self, rgb: np.ndarray, labels: dict[str, np.ndarray | None],
               gt: np.ndarray | None = None,
@@ -63,7 +71,7 @@ class SideBySideVideo:
         if self.ground_truth:
             top.append(_titled(self._overlay(base, gt, size), "ground truth") if gt is not None
                        else _titled(np.zeros_like(base), "ground truth (none)"))
-            bottom.append(_flicker_key(size))
+            bottom.append(_flicker_key(size, self.flicker_rgb))
         for name in self.panels:
             title = name.replace("_", " ")
             fresh = labels.get(name) is not None
@@ -76,7 +84,7 @@ class SideBySideVideo:
             if pair is None:
                 bottom.append(_titled(_dim(base), f"{title}: flicker (no previous frame)"))
             else:
-                bottom.append(_titled(_flicker(base, pair[0], size),
+                bottom.append(_titled(_flicker(base, pair[0], size, self.flicker_rgb),
                                       f"{title}: flicker {100.0 * pair[1]:.1f} %"))
         frame = np.concatenate([np.concatenate(top, axis=1), np.concatenate(bottom, axis=1)])
         frame = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
@@ -117,10 +125,11 @@ def _dim(base: np.ndarray) -> np.ndarray:
     return (grey * 0.4).astype(np.uint8)
 
 
-def _flicker(base: np.ndarray, changed: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def _flicker(base: np.ndarray, changed: np.ndarray, size: tuple[int, int],
+             color: tuple[int, int, int]) -> np.ndarray:
     tile = _dim(base)
     mask = cv2.resize(changed.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
-    tile[mask] = FLICKER_RGB
+    tile[mask] = color
     return tile
 
 
@@ -144,7 +153,7 @@ def _legend(palette: Palette, size: tuple[int, int]) -> np.ndarray:
     return tile
 
 
-def _flicker_key(size: tuple[int, int]) -> np.ndarray:
+def _flicker_key(size: tuple[int, int], color: tuple[int, int, int]) -> np.ndarray:
     """Return a tile that explains the flicker row."""
     width, height = size
     tile = np.full((height, width, 3), 32, np.uint8)
@@ -152,7 +161,7 @@ def _flicker_key(size: tuple[int, int]) -> np.ndarray:
              "motion-compensated with", "optical flow (DIS)")
     for i, line in enumerate(lines):
         _text(tile, line, (8, 22 + 24 * i), 0.55)
-    cv2.rectangle(tile, (8, 22 + 24 * len(lines)), (28, 42 + 24 * len(lines)), FLICKER_RGB,
+    cv2.rectangle(tile, (8, 22 + 24 * len(lines)), (28, 42 + 24 * len(lines)), color,
                   cv2.FILLED)
     _text(tile, "= changed", (34, 38 + 24 * len(lines)), 0.55)
     return tile
