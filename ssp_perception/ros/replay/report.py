@@ -171,6 +171,16 @@ class FlowConsistency:
         flips = pair_flip_rate(labels_a, labels_b, flow, ignore_index=palette.ignore_index)
         return tc, flips
 
+    def changed(self, labels_a: np.ndarray, labels_b: np.ndarray, flow: np.ndarray,
+                ignore_index: int) -> np.ndarray:
+        """Return the (H, W) bool mask of the pixels the flip rate counts as changed.
+
+        ``labels_b`` is pulled back into frame a with ``flow`` (motion compensation); pixels
+        out of view or ignored in either map are never marked.
+        """
+        warped = self.warp_back(labels_b, flow, ignore_index)
+        return (warped != labels_a) & (warped != ignore_index) & (labels_a != ignore_index)
+
 
 # ---- evaluation pass ----------------------------------------------------------------------------
 
@@ -180,6 +190,7 @@ class _ModeState:
     labelled: int = 0
     last_index: int = -1
     last_labels: np.ndarray | None = None
+    flicker: tuple[np.ndarray, float] | None = None
     tc_series: list[tuple[int, float]] = field(default_factory=list)
     flip_series: list[tuple[int, float]] = field(default_factory=list)
 
@@ -225,14 +236,26 @@ class Evaluator:
                 continue
             if gt is not None:
                 self._score_gt(state, labels, gt)
+            state.flicker = None
             if state.last_labels is not None:
                 flow = self._flow(state.last_index, index)
                 tc, flips = self._consistency.pair(state.last_labels, labels, flow, self.palette)
                 state.tc_series.append((index, tc))
                 state.flip_series.append((index, flips))
+                mask = self._consistency.changed(state.last_labels, labels, flow,
+                                                 self.palette.ignore_index)
+                state.flicker = (mask, flips)
             state.last_index, state.last_labels = index, labels
         self._forget(index)
         return current
+
+    def flicker(self) -> dict[str, tuple[np.ndarray, float] | None]:
+        """Return, per mode, the changed-pixel mask and flip rate of its latest pair, or None.
+
+        None for a mode on its first output (no previous frame). The mask is in the previous
+        output's frame (the flow pulls the new labels back), at most a frame's motion away.
+        """
+        return {name: state.flicker for name, state in self._state.items()}
 
     def _score_gt(self, state: _ModeState, labels: np.ndarray, gt: np.ndarray) -> None:
         if gt.shape != labels.shape:

@@ -80,8 +80,8 @@ def _evaluate(cfg: ReplayConfig, source: BagSource, index: BagIndex, runs: dict[
               palette: Palette, out_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     names = ordered_modes(runs)
     evaluator = Evaluator([runs[n] for n in names], palette, cfg.flow_preset)
-    video = (SideBySideVideo(out_dir / VIDEO_FILE, index.rate_hz, palette, names)
-             if cfg.video else None)
+    video = (SideBySideVideo(out_dir / VIDEO_FILE, index.rate_hz, palette, names,
+                             ground_truth=bool(index.labels)) if cfg.video else None)
     try:
         frames = tqdm(source.frames(index), total=index.frames, desc="evaluate", unit="frame",
                       disable=not cfg.progress, dynamic_ncols=True, mininterval=0.5)
@@ -91,7 +91,7 @@ def _evaluate(cfg: ReplayConfig, source: BagSource, index: BagIndex, runs: dict[
             gt = decode_labels(png) if png is not None else None
             labels = evaluator.update(frame.index, rgb, gt)
             if video is not None:
-                video.write(rgb, labels)
+                video.write(rgb, labels, gt, evaluator.flicker())
     finally:
         if video is not None:
             video.close()
