@@ -3,52 +3,85 @@
     ros2 launch ssp_perception uav.launch.py camera_topic:=/uav/camera/image_raw
 
 Outputs appear as `labels`, `color`, `overlay`, `confidence`, `status` and `class_info` in
-`namespace`. The `model` and `device` arguments override the params file.
+`namespace`. The `model`, `device`, `dtype` and `use_sim_time` arguments override the params
+file only when given; left empty, the params file decides.
+
+Every process this file starts gets the Fast DDS transport profile `transport_profile`
+(default: $FASTDDS_DEFAULT_PROFILES_FILE if set, else config/fastdds_large_frames.xml, whose
+shared-memory segment carries 4K rgb8 frames); `transport_profile:=''` starts them with the
+middleware's defaults. The camera driver's process needs the same profile (docs/NODE.md).
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.actions import (DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable,
+                            UnsetEnvironmentVariable)
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
-from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
+
+# Launch argument -> ssp_node parameter, applied over the params file only when non-empty.
+OVERRIDES = {"model": "model_path", "device": "device", "dtype": "dtype",
+             "use_sim_time": "use_sim_time"}
+# Fast DDS 3 (Kilted on) reads the first name; Fast DDS 2 (Humble, Iron, Jazzy) the second.
+PROFILE_VARIABLES = {"FASTDDS_DEFAULT_PROFILES_FILE": None,
+                     "FASTRTPS_DEFAULT_PROFILES_FILE": ("humble", "iron", "jazzy")}
+
+
+def _transport_actions(context):
+    """Return the actions that give (or take away) the transport profile of started processes."""
+    profile = LaunchConfiguration("transport_profile").perform(context)
+    distro = EnvironmentVariable("ROS_DISTRO", default_value="").perform(context)
+    actions = []
+    for name, distros in PROFILE_VARIABLES.items():
+        if profile and (distros is None or distro in distros):
+            actions.append(SetEnvironmentVariable(name, profile))
+        else:
+            actions.append(UnsetEnvironmentVariable(name))
+    return actions
+
+
+def _node(context):
+    """Return ssp_node with the params file and the launch arguments that were given."""
+    given = {param: LaunchConfiguration(arg).perform(context) for arg, param in OVERRIDES.items()}
+    overrides = {param: value for param, value in given.items() if value}
+    if "use_sim_time" in overrides:
+        overrides["use_sim_time"] = overrides["use_sim_time"].lower() in ("true", "1")
+    return [Node(
+        package="ssp_perception",
+        executable="ssp_node",
+        name="ssp_node",
+        namespace=LaunchConfiguration("namespace"),
+        parameters=[LaunchConfiguration("params_file"), overrides],
+        remappings=[("image", LaunchConfiguration("camera_topic"))],
+        output="screen",
+    )]
 
 
 def generate_launch_description():
-    """Return the launch description: six arguments and one node."""
+    """Return the launch description: eight arguments, the transport profile and one node."""
+    share = FindPackageShare("ssp_perception")
     arguments = [
         DeclareLaunchArgument("camera_topic", default_value="/camera/image_raw",
                               description="input sensor_msgs/Image topic (remapped to 'image')"),
         DeclareLaunchArgument("namespace", default_value="",
                               description="namespace of the node and its outputs"),
         DeclareLaunchArgument(
-            "params_file",
-            default_value=PathJoinSubstitution(
-                [FindPackageShare("ssp_perception"), "config", "uav.yaml"]),
+            "params_file", default_value=PathJoinSubstitution([share, "config", "uav.yaml"]),
             description="ROS 2 parameters file of ssp_node"),
         DeclareLaunchArgument("model", default_value="",
-                              description="model artifact (.safetensors); empty = bundled demo"),
-        DeclareLaunchArgument("device", default_value="cpu",
-                              description="torch device of the model: cpu, cuda, cuda:N"),
-        DeclareLaunchArgument("use_sim_time", default_value="false",
-                              description="use /clock (true when replaying a bag)"),
+                              description="model artifact (.safetensors); empty = params file"),
+        DeclareLaunchArgument("device", default_value="",
+                              description="torch device: cpu, cuda, cuda:N; empty = params file"),
+        DeclareLaunchArgument("dtype", default_value="",
+                              description="float32, float16 or bfloat16; empty = params file"),
+        DeclareLaunchArgument("use_sim_time", default_value="",
+                              description="true when replaying a bag; empty = params file"),
+        DeclareLaunchArgument(
+            "transport_profile",
+            default_value=EnvironmentVariable(
+                "FASTDDS_DEFAULT_PROFILES_FILE",
+                default_value=PathJoinSubstitution([share, "config", "fastdds_large_frames.xml"])),
+            description="Fast DDS XML profile of every started process; empty = DDS defaults"),
     ]
-    node = Node(
-        package="ssp_perception",
-        executable="ssp_node",
-        name="ssp_node",
-        namespace=LaunchConfiguration("namespace"),
-        parameters=[
-            LaunchConfiguration("params_file"),
-            {
-                # ParameterValue keeps "" a string (a bare substitution would be YAML-parsed).
-                "model_path": ParameterValue(LaunchConfiguration("model"), value_type=str),
-                "device": ParameterValue(LaunchConfiguration("device"), value_type=str),
-                "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"),
-                                               value_type=bool),
-            },
-        ],
-        remappings=[("image", LaunchConfiguration("camera_topic"))],
-        output="screen",
-    )
-    return LaunchDescription(arguments + [node])
+    return LaunchDescription(arguments + [OpaqueFunction(function=_transport_actions),
+                                          OpaqueFunction(function=_node)])

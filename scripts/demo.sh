@@ -64,6 +64,8 @@ else
         --storage mcap --force
 fi
 
+# ssp_node runs as its own process (as on a drone), fed over real topics by the replay, with
+# the Fast DDS transport profile that env.sh exported for both.
 STEP="replay the bag through ssp_node: SSP vs the image model alone"
 echo "==> [demo] $STEP"
 python -m ssp_perception.ros.replay "$BAG" --image-topic /camera/image_raw \

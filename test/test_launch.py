@@ -18,7 +18,21 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "uav.launch.py"
 PARAMS_FILE = ROOT / "config" / "uav.yaml"
-ARGUMENTS = {"camera_topic", "namespace", "params_file", "model", "device", "use_sim_time"}
+ARGUMENTS = {"camera_topic", "namespace", "params_file", "model", "device", "dtype",
+             "use_sim_time", "transport_profile"}
+# Arguments that override the params file only when given (default "" = the file decides).
+OVERRIDES = {"model": "model_path", "device": "device", "dtype": "dtype",
+             "use_sim_time": "use_sim_time"}
+
+
+def _load_launch_module():
+    """Import the launch file's module-level names without launch installed (ast only)."""
+    tree = ast.parse(LAUNCH_FILE.read_text())
+    names = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            names[node.targets[0].id] = ast.literal_eval(node.value)
+    return type("LaunchModule", (), names)
 
 
 def _calls(tree, name):
@@ -36,12 +50,21 @@ def test_launch_file_declares_the_documented_arguments_and_one_node():
     assert sorted(declared) == sorted(ARGUMENTS)
     for call in _calls(tree, "DeclareLaunchArgument"):
         assert any(k.arg == "description" for k in call.keywords), call.args[0].value
-    used = {c.args[0].value for c in _calls(tree, "LaunchConfiguration")}
+    for call in _calls(tree, "DeclareLaunchArgument"):
+        if call.args[0].value in OVERRIDES:
+            assert _keyword(call, "default_value").value == "", call.args[0].value
+    literal = {c.args[0].value for c in _calls(tree, "LaunchConfiguration")
+               if isinstance(c.args[0], ast.Constant)}
+    module = _load_launch_module()
+    assert module.OVERRIDES == OVERRIDES
+    used = literal | set(module.OVERRIDES)
     assert used == ARGUMENTS, "every argument is used and nothing undeclared is read"
     (node,) = _calls(tree, "Node")
     assert _keyword(node, "package").value == "ssp_perception"
     assert _keyword(node, "executable").value == "ssp_node"
     assert "uav.yaml" in LAUNCH_FILE.read_text()
+    assert "fastdds_large_frames.xml" in LAUNCH_FILE.read_text()
+    assert (ROOT / "config" / "fastdds_large_frames.xml").is_file()
     # Relative "image" remapped to the camera topic: the node itself never hard-codes topics.
     (remap,) = _keyword(node, "remappings").elts
     assert remap.elts[0].value == "image"
@@ -91,3 +114,37 @@ def test_launch_description_builds_where_launch_ros_exists():
     description = module.generate_launch_description()
     names = {a.name for a in description.get_launch_arguments()}
     assert names == ARGUMENTS
+
+
+PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+
+
+def _launch_environment(monkeypatch, profile, distro, preset_profile=""):
+    """Return the profile variables uav.launch.py leaves for the processes it starts."""
+    launch = pytest.importorskip("launch", reason="launch is not installed (not on PyPI)")
+    pytest.importorskip("launch_ros", reason="launch_ros is not installed (not on PyPI)")
+    spec = importlib.util.spec_from_file_location("uav_launch", LAUNCH_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    # launch's context.environment is os.environ: monkeypatch restores what the actions change.
+    for name in PROFILE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    if preset_profile:
+        monkeypatch.setenv(PROFILE_VARIABLES[0], preset_profile)
+    monkeypatch.setenv("ROS_DISTRO", distro)
+    context = launch.LaunchContext()
+    context.launch_configurations["transport_profile"] = profile
+    for action in module._transport_actions(context):
+        action.execute(context)
+    return {name: context.environment.get(name) for name in PROFILE_VARIABLES}
+
+
+def test_launch_sets_the_transport_profile_or_removes_it(monkeypatch, tmp_path):
+    profile = str(tmp_path / "p.xml")
+    # Fast DDS 3 warns that the FASTRTPS_ name is deprecated: set it only where it is read.
+    assert _launch_environment(monkeypatch, profile, "kilted") == {
+        "FASTDDS_DEFAULT_PROFILES_FILE": profile, "FASTRTPS_DEFAULT_PROFILES_FILE": None}
+    assert _launch_environment(monkeypatch, profile, "jazzy") == {
+        "FASTDDS_DEFAULT_PROFILES_FILE": profile, "FASTRTPS_DEFAULT_PROFILES_FILE": profile}
+    assert _launch_environment(monkeypatch, "", "kilted", preset_profile=profile) == {
+        "FASTDDS_DEFAULT_PROFILES_FILE": None, "FASTRTPS_DEFAULT_PROFILES_FILE": None}

@@ -12,6 +12,7 @@ from ssp_msgs.srv import ResetStreams
 from ssp_perception.ros.node import main, SegmentationNode, StartupError
 import test_node_harness as th
 from test_node_harness import frames, image_msg, NodeHarness
+import torch
 
 # Fixtures shared with test_node.py.
 ros_context = th.ros_context
@@ -157,12 +158,23 @@ def test_incompatible_qos_is_reported(ros_context, tiny_artifact):
     ({"image_topics": ["cams/a", "cams/b"]}, ["'cams/a' and 'cams/b'", "cams/labels"]),
     ({"stream.max_gap_s": -1.0}, ["invalid stream.* parameters", "max_gap_s must be >= 0"]),
     ({"stream.max_gap_s": 1}, ["'stream.max_gap_s' must be of type double"]),
+    # One line naming what is allowed, not torch's list of device types.
+    ({"device": "gpu"}, ["device 'gpu' is not one of cpu, cuda, cuda:N"]),
+    ({"input_reliability": "sometimes"}, ["'sometimes' is not one of auto, reliable"]),
+    # The device is the problem, not the artifact.
+    pytest.param({"device": "cuda"}, ["CUDA is not available", "device:=cpu"],
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA exists here")),
+    pytest.param({"device": "cuda:7"}, ["has 1 CUDA device(s)"],
+                 marks=pytest.mark.skipif(torch.cuda.device_count() != 1,
+                                          reason="needs exactly one CUDA device")),
 ])
 def test_startup_errors_are_clear(ros_context, tiny_artifact, params, words):
     with pytest.raises(StartupError) as info:
         NodeHarness(ros_context, tiny_artifact, **params)
     for word in words:
         assert word in str(info.value)
+    assert "model artifact" not in str(info.value) or "preset" in params
+    assert "\n" not in str(info.value)
 
 
 def test_wrong_model_file_is_a_clear_startup_error(ros_context, tmp_path):

@@ -92,6 +92,7 @@ def bag(tmp_path_factory):
 
 def _cfg(bag, out, artifact, **kw):
     params = (("model_path", str(artifact)), ("num_threads", 1)) + kw.pop("params", ())
+    kw.setdefault("in_process", True)   # the report logic; test_node_in_its_own_process below
     return ReplayConfig(bag=bag, out_dir=out, params=params, progress=False, domain_id=DOMAIN,
                         frame_timeout_s=120.0, **kw)
 
@@ -207,10 +208,21 @@ def test_unusable_input_fails_clearly_and_leaves_nothing(case, match, bag, artif
     assert not list(tmp_path.glob(".out*"))
 
 
-def test_node_start_failure_cleans_up(bag, tmp_path):
-    with pytest.raises(ReplayError, match="ssp_node cannot start: model artifact not found"):
-        replay(_cfg(bag, tmp_path / "out", tmp_path / "missing.safetensors"))
+@pytest.mark.parametrize("in_process", [True, False])
+def test_node_start_failure_cleans_up(bag, tmp_path, in_process):
+    with pytest.raises(ReplayError, match="cannot start: model artifact not found"):
+        replay(_cfg(bag, tmp_path / "out", tmp_path / "missing.safetensors",
+                    in_process=in_process))
     assert not list(tmp_path.iterdir())
+
+
+def test_node_in_its_own_process(bag, artifact, tmp_path):
+    result = replay(_cfg(bag, tmp_path / "out", artifact, compare=False, video=False,
+                         in_process=False))
+    ssp = result.report["modes"]["ssp"]
+    assert ssp["frames_in"] == ssp["frames_out"] == N_FRAMES and ssp["dropped"] == 0
+    assert result.report["replay"]["node_process"] == "own process"
+    assert "/ssp/status" in _bag_messages(tmp_path / "out" / "bag")
 
 
 def test_existing_output_needs_overwrite(bag, artifact, tmp_path):

@@ -132,12 +132,12 @@ class ImageBuffer:
 
 def status_msg(result: Any, header: Header, stream_id: str, *, counters: Mapping[str, int],
                decode_ms: float, publish_ms: float, total_ms: float,
-               input_age_ms: float) -> SegmentationStatus:
+               input_age_ms: float, input_period_ms: float = _NAN) -> SegmentationStatus:
     """Return the `ssp_msgs/SegmentationStatus` of one core ``FrameResult``.
 
     ``counters`` holds ``frame_index``, ``frames_received``, ``frames_processed``,
-    ``frames_dropped`` and ``frames_rejected`` of the stream, kept by the node (they survive
-    state resets, unlike the core's per-state counters).
+    ``frames_dropped``, ``frames_rejected`` and (optionally) ``frames_missing`` of the stream,
+    kept by the node (they survive state resets, unlike the core's per-state counters).
     """
     msg = SegmentationStatus(header=header, stream_id=stream_id)
     msg.frame_index = int(counters["frame_index"])
@@ -154,8 +154,8 @@ def status_msg(result: Any, header: Header, stream_id: str, *, counters: Mapping
     msg.decode_ms = float(decode_ms)
     msg.preprocess_ms = float(timings.get("preprocess", _NAN))
     msg.registration_ms = float(timings.get("registration", _NAN))
-    # The torch backend runs warp, similarity and fusion inside the network step, so model_ms
-    # includes them and fuse_ms is NaN unless a backend times fusion on its own.
+    # Every backend runs warp, similarity and fusion inside its one network call, so model_ms
+    # includes them and fuse_ms stays NaN until a backend times fusion on its own.
     msg.model_ms = float(timings.get("model", _NAN))
     msg.fuse_ms = float(timings.get("fuse", _NAN))
     # The online consistency estimate is post-processing of the labels.
@@ -164,8 +164,10 @@ def status_msg(result: Any, header: Header, stream_id: str, *, counters: Mapping
     msg.publish_ms = float(publish_ms)
     msg.total_ms = float(total_ms)
     msg.input_age_ms = float(input_age_ms)
+    msg.input_period_ms = float(input_period_ms)
     for name in ("frames_received", "frames_processed", "frames_dropped", "frames_rejected"):
         setattr(msg, name, int(counters[name]))
+    msg.frames_missing = int(counters.get("frames_missing", 0))
     return msg
 
 

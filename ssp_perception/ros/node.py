@@ -31,7 +31,9 @@ Decisions:
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 import hashlib
+import math
 from pathlib import Path
 import sys
 import time
@@ -41,14 +43,12 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 import rclpy
 from rclpy.clock import Clock, ClockType
-from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
                               ParameterException)
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import (DurabilityPolicy, qos_profile_sensor_data, QoSProfile,
-                       ReliabilityPolicy)
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image
 from ssp_msgs.msg import ClassInfo, SegmentationStatus
@@ -57,14 +57,20 @@ from std_msgs.msg import Header
 import torch
 
 from . import conversions
+from .input_qos import InputSubscription
 from .params import build_configs, parameter_specs, plain_value
 from .worker import Outputs, StreamWorker, window_values
 from ..artifact import ArtifactError, ArtifactMeta, read_meta
 from ..encodings import palette_lut
 from ..stream import Segmenter
+from ..synthetic import synthetic_frames
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = PACKAGE_DIR / "weights" / "ssp_lite_synth.safetensors"
+# Period of the check of the inputs' publishers. Matched events come first but often before
+# the graph lists the new publisher; a frame every 0.2 s at most goes to a stale policy, and
+# the check is one graph query (~50 us) per stream.
+QOS_CHECK_PERIOD_S = 0.2
 ARTIFACT_EXPECTATION = ("an ssp_perception model artifact: a .safetensors file written by "
                         "ssp_perception.artifact.save_artifact (e.g. by the ssp_training export)")
 
@@ -89,6 +95,21 @@ class SegmentationNode(Node):
             raise
 
     def _start(self) -> None:
+        # Three phases, each of which may fail with a StartupError before the next begins.
+        self._configure()
+        self.segmenter, self.model_id, self.meta = self._load_model()
+        self.palette = palette_lut(self.segmenter.class_set.colors)
+        self._warm_up()
+        self._create_interfaces()
+        self.get_logger().info(
+            f"segmenting {', '.join(self.workers)} with {self.model_id} "
+            f"({self.meta.model.preset}, {self.config.backend}/{self.config.device}/"
+            f"{self.config.dtype}, network input {self._network_size()})")
+
+    # -- start-up ---------------------------------------------------------------------------
+
+    def _configure(self) -> None:
+        """Phase 1: declare the parameters and validate them (configs, model file, device)."""
         self._specs = {s.name: s for s in parameter_specs()}
         self._values = self._declare_parameters()
         try:
@@ -96,8 +117,10 @@ class SegmentationNode(Node):
         except ValueError as err:
             raise StartupError(str(err)) from None
         self.model_path = _resolve_model_path(self.config.model_path)
-        self.segmenter, self.model_id, self.meta = self._load_model()
-        self.palette = palette_lut(self.segmenter.class_set.colors)
+        _check_device(self.config.device)
+
+    def _create_interfaces(self) -> None:
+        """Phase 3: subscriptions, publishers, services and timers; start the workers."""
         self._create_streams()
         self._class_info_pub = self.create_publisher(
             ClassInfo, "class_info", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -109,16 +132,16 @@ class SegmentationNode(Node):
         self._diag_timer = self.create_timer(
             self.config.diagnostics_period_s, self._publish_diagnostics,
             clock=Clock(clock_type=ClockType.STEADY_TIME))
+        # Publishers of the inputs: matched / incompatible events react at once when the graph
+        # already lists the publisher; this timer catches the rest.
+        self._qos_timer = self.create_timer(
+            QOS_CHECK_PERIOD_S, self._update_input_qos,
+            clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         for worker in self.workers.values():
             worker.start()
-        self.get_logger().info(
-            f"segmenting {', '.join(self.workers)} with {self.model_id} "
-            f"({self.meta.model.preset}, {self.config.backend}/{self.config.device}/"
-            f"{self.config.dtype}, network input {self._network_size()})")
-
-    # -- start-up ---------------------------------------------------------------------------
+        self._update_input_qos()
 
     def _declare_parameters(self) -> dict[str, Any]:
         values = {}
@@ -138,6 +161,7 @@ class SegmentationNode(Node):
         return values
 
     def _load_model(self) -> tuple[Segmenter, str, ArtifactMeta]:
+        """Phase 2: read the artifact and build the segmenter on the configured device."""
         path, cfg = self.model_path, self.config
         if not path.is_file():
             raise StartupError(f"model artifact not found: {path} (expected "
@@ -163,6 +187,19 @@ class SegmentationNode(Node):
         except (ArtifactError, OSError, ValueError, RuntimeError) as err:
             raise unusable(err) from None    # e.g. truncated weights, CUDA absent
         return segmenter, f"{path.name}@{_sha256_prefix(path)}", meta
+
+    def _warm_up(self) -> None:
+        """End phase 2: run two frames through a throwaway stream before any camera frame.
+
+        The first calls pay lazy initialisation (operator selection, allocator, feature
+        detector set-up) several times a normal frame's cost; paid on a camera's first frame,
+        that stall is a time_gap reset and a burst of drops.
+        """
+        size = self._network_size()
+        size = size if isinstance(size, tuple) else tuple(self.segmenter.input_size)
+        stream = self.segmenter.new_stream(self._stream_cfg, self._reg_cfg)
+        for k, (frame, _) in enumerate(synthetic_frames(size, 2)):
+            stream.process(frame, 0.05 * k, "warm-up")
 
     def _network_size(self) -> tuple[int, int] | str:
         if self._stream_cfg.resize_mode == "pad":
@@ -210,12 +247,16 @@ class SegmentationNode(Node):
         stream = self.segmenter.new_stream(self._stream_cfg, self._reg_cfg)
         stream_id = self.resolve_topic_name(name)       # remapped and expanded
         worker = StreamWorker(self, stream_id, stream, outputs, decode)
-        events = SubscriptionEventCallbacks(incompatible_qos=worker.on_incompatible_qos)
-        worker.subscription = self.create_subscription(
-            # A copy: qos_overrides mutate the given profile, and this one is rclpy's global.
-            msg_type, name, worker.offer, copy.copy(qos_profile_sensor_data),
-            event_callbacks=events, qos_overriding_options=overrides)
+        worker.input = InputSubscription(self, msg_type, name, worker.offer,
+                                         cfg.input_reliability, worker.on_incompatible_qos)
         self.workers[stream_id] = worker
+
+    def _update_input_qos(self) -> None:
+        """Follow the inputs' publishers (auto reliability); log who publishes with what QoS."""
+        for worker in self.workers.values():
+            line = worker.input.update()
+            if line is not None:
+                self.get_logger().info(line)
 
     def _publish_class_info(self) -> None:
         """Publish (latched) the class metadata; input size 0 x 0 = native size, padded."""
@@ -293,13 +334,27 @@ class SegmentationNode(Node):
     def _stream_diagnostic(self, worker: StreamWorker, now: float) -> Any:
         cfg = self.config
         silent_s = now - worker.stats.last_receive
-        if silent_s > cfg.input_timeout_s:
-            worker.warn("no_input", f"{worker.stream_id}: no input for {silent_s:.1f} s")
+        silent = silent_s > cfg.input_timeout_s
+        if silent:
+            # Before the first frame the node is waiting, not starved: say so, and for whom.
+            text = (f"no input for {silent_s:.1f} s" if worker.stats.received
+                    else f"waiting for the first frame for {silent_s:.1f} s "
+                         f"({worker.input.publishers})")
+            worker.warn("no_input", f"{worker.stream_id}: {text}")
         st, frames, elapsed = worker.take_window()
+        if st.window_missing:   # this period's frames: reported here, not in the next period
+            loss = _transport_loss_text(worker, st, elapsed)
+            worker.warn("transport_loss", loss, record=False)
+            st = replace(st, window_warnings=[*st.window_warnings, loss], last_warning=loss)
         values = window_values(st, frames, elapsed)
         values["seconds_since_input"] = silent_s
-        if silent_s > cfg.input_timeout_s:
-            level, message = "warn", f"no input for {silent_s:.1f} s"
+        values["input_reliability"] = worker.input.describe()
+        values["input_publishers"] = worker.input.publishers
+        if self.get_clock().now().nanoseconds == 0:
+            values["input_age_note"] = ("the node clock has no time yet (use_sim_time is true "
+                                        "and no /clock was received): input ages are unknown")
+        if silent:
+            level, message = "warn", text
         elif st.window_warnings:
             level, message = "warn", st.window_warnings[-1]
         else:
@@ -317,6 +372,34 @@ class SegmentationNode(Node):
         for worker in self.workers.values():
             worker.stop()
         super().destroy_node()
+
+
+def _transport_loss_text(worker: StreamWorker, st: Any, elapsed: float) -> str:
+    """Return the warning for frames that never reached the node, with what to do."""
+    rate = 1.0 / st.input_period_s if st.input_period_s > 0 else math.nan
+    sent = st.window_missing + st.window_received
+    return (f"{worker.stream_id}: {st.window_missing} of {sent} frames in the last "
+            f"{elapsed:.1f} s never arrived (publisher ~{rate:.1f} Hz, input reliability "
+            f"{worker.input.describe()}): transport loss before the node. Subscribe reliable "
+            f"to a reliable camera (input_reliability auto or reliable) and give the camera "
+            f"driver's process the transport profile config/fastdds_large_frames.xml "
+            f"(docs/NODE.md, Transport)")
+
+
+def _check_device(device: str) -> None:
+    """Raise StartupError when ``device`` (already well-formed) does not exist here."""
+    if not device.startswith("cuda"):
+        return
+    if not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "no CUDA"
+        raise StartupError(f"device {device!r}: CUDA is not available on this machine (torch "
+                           f"{torch.__version__}, built with {build}, sees no GPU); use "
+                           f"device:=cpu")
+    index = int(device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise StartupError(f"device {device!r}: this machine has "
+                           f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 .. "
+                           f"cuda:{torch.cuda.device_count() - 1})")
 
 
 def _resolve_model_path(model_path: str) -> Path:

@@ -13,6 +13,7 @@ import ast
 from dataclasses import dataclass, fields
 import inspect
 import json
+import re
 import textwrap
 from types import UnionType
 from typing import Any, get_args, get_origin, get_type_hints, Union
@@ -25,6 +26,9 @@ from ..registration import RegistrationConfig
 from ..stream import StreamConfig
 
 TRANSPORTS = ("raw", "compressed")
+RELIABILITY_MODES = ("auto", "reliable", "best_effort")
+# Devices the backends run on: "cpu" (also "cpu:0"), "cuda" and "cuda:N".
+DEVICE_PATTERN = re.compile(r"(cpu|cuda)(:\d+)?")
 # Stream options the node fixes: the confidence map feeds the NaN guard, the `confidence` topic
 # and mean_confidence; the similarity map feeds the status statistics; logits are for
 # evaluation only.
@@ -52,6 +56,9 @@ class NodeConfig:
     """Input topics, one stream each; empty = the single relative topic "image"."""
     input_transport: str = "raw"
     """"raw" (sensor_msgs/Image) or "compressed" (CompressedImage on <topic>/compressed)."""
+    input_reliability: str = "auto"
+    """Input QoS: "auto" (reliable when every publisher is, else best effort), "reliable",
+    "best_effort"; depth 1 in every mode."""
     publish_labels: bool = True
     """Advertise `labels` (mono8 class ids at the input resolution)."""
     publish_color: bool = True
@@ -78,10 +85,13 @@ class NodeConfig:
             fail(f"backend {self.backend!r} is not one of {', '.join(sorted(BACKENDS))}")
         if self.dtype not in DTYPES:
             fail(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
-        if not self.device:
-            fail("device must be a device name such as 'cpu' or 'cuda:0'")
+        if not DEVICE_PATTERN.fullmatch(self.device):
+            fail(f"device {self.device!r} is not one of cpu, cuda, cuda:N (N = GPU index)")
         if self.num_threads < 0:
             fail(f"num_threads must be >= 0 (0 = torch's default), got {self.num_threads}")
+        if self.input_reliability not in RELIABILITY_MODES:
+            fail(f"input_reliability {self.input_reliability!r} is not one of "
+                 f"{', '.join(RELIABILITY_MODES)}")
         if self.input_transport not in TRANSPORTS:
             fail(f"input_transport {self.input_transport!r} is not one of "
                  f"{', '.join(TRANSPORTS)}")

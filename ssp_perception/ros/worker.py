@@ -21,6 +21,7 @@ from rclpy.node import Node
 from std_msgs.msg import Header
 
 from . import conversions
+from .frame_loss import FrameLossCounter
 from ..encodings import blend, colorize, confidence_to_mono8, EncodingError
 from ..registration import RegistrationConfig
 from ..stream import FrameResult, Stream, StreamConfig
@@ -53,6 +54,10 @@ class StreamStats:
     processed: int = 0
     dropped: int = 0
     rejected: int = 0
+    missing: int = 0
+    """Frames that never arrived (gaps of whole publisher periods): transport loss."""
+    input_period_s: float = math.nan
+    """Publisher frame period estimated from the stamps; NaN until known."""
     resets: int = 0
     qos_incompatible: int = 0
     last_receive: float = 0.0
@@ -63,6 +68,7 @@ class StreamStats:
     window_received: int = 0
     window_dropped: int = 0
     window_rejected: int = 0
+    window_missing: int = 0
     window_resets: int = 0
     window_warnings: list[str] = field(default_factory=list)
     window_start: float = 0.0
@@ -102,7 +108,8 @@ class StreamWorker:
             ("confidence", "mono8"))}
         self._warned_at: dict[str, float] = {}
         self.stats = StreamStats(last_receive=time.monotonic(), window_start=time.monotonic())
-        self.subscription: Any = None
+        self._loss = FrameLossCounter()
+        self.input: Any = None          # the InputSubscription (set by the node)
         self.trace: list[FrameStats] | None = None   # benchmarks: every frame's record
         self._thread = threading.Thread(target=self._run, name=f"ssp_stream{stream_id}",
                                         daemon=True)
@@ -113,14 +120,27 @@ class StreamWorker:
         """Start the worker thread."""
         self._thread.start()
 
+    @property
+    def subscription(self) -> Any:
+        """Return the current input subscription; auto QoS may re-create it."""
+        return None if self.input is None else self.input.subscription
+
     def offer(self, msg: Any) -> None:
-        """Make ``msg`` the next frame, dropping (and counting) one the worker has not taken."""
+        """Make ``msg`` the next frame, dropping (and counting) one the worker has not taken.
+
+        Frames missing between this one and the previous (by their stamps) are counted apart:
+        those never reached the node.
+        """
         now = time.monotonic()
         with self._cond:
             st = self.stats
             st.received += 1
             st.window_received += 1
             st.last_receive = now
+            missing = self._loss.add(conversions.stamp_seconds(msg.header.stamp))
+            st.missing += missing
+            st.window_missing += missing
+            st.input_period_s = self._loss.period_s
             if self._pending is not None:
                 st.dropped += 1
                 st.window_dropped += 1
@@ -169,15 +189,20 @@ class StreamWorker:
             frames, elapsed = st.window, max(now - st.window_start, 1e-9)
             st.window, st.window_warnings, st.window_start = [], [], now
             st.window_received = st.window_dropped = st.window_rejected = 0
+            st.window_missing = 0
             st.window_resets = 0
         return snapshot, frames, elapsed
 
-    def warn(self, key: str, text: str) -> None:
-        """Log ``text`` at most once per warn_throttle_s per key; record it for diagnostics."""
+    def warn(self, key: str, text: str, record: bool = True) -> None:
+        """Log ``text`` at most once per warn_throttle_s per key; record it for diagnostics.
+
+        ``record=False`` leaves the diagnostics window alone (the caller reports it itself).
+        """
         now = time.monotonic()
         with self._cond:
             self.stats.last_warning = text
-            self.stats.window_warnings.append(text)
+            if record:
+                self.stats.window_warnings.append(text)
             last = self._warned_at.get(key)
             due = last is None or now - last >= self.node.config.warn_throttle_s
             if due:
@@ -232,8 +257,9 @@ class StreamWorker:
             return
         decode_ms = _ms_since(t0)
         stamp = conversions.stamp_seconds(msg.header.stamp)
-        age_ms = math.nan if stamp is None else (
-            self.node.get_clock().now().nanoseconds * 1e-6 - stamp * 1e3)
+        now_ns = self.node.get_clock().now().nanoseconds
+        # A clock at 0 has no time yet (use_sim_time and no /clock): no age, not -stamp.
+        age_ms = math.nan if stamp is None or now_ns == 0 else now_ns * 1e-6 - stamp * 1e3
         try:
             result = self.stream.process(image, stamp, msg.header.frame_id)
         except ValueError as err:   # the core refuses the frame (e.g. smaller than 8 px)
@@ -252,7 +278,7 @@ class StreamWorker:
         status = conversions.status_msg(
             result, msg.header, self.stream_id, counters=counters, decode_ms=decode_ms,
             publish_ms=self._last_publish_ms, total_ms=(time.monotonic() - t_recv) * 1e3,
-            input_age_ms=age_ms)
+            input_age_ms=age_ms, input_period_ms=counters.pop("input_period_ms"))
         if result.reset_reason == "manual" and self._state_note:
             status.reset_detail = self._state_note
         self.outputs.status.publish(status)
@@ -288,7 +314,8 @@ class StreamWorker:
             st = self.stats
             return {"frame_index": st.processed, "frames_received": st.received,
                     "frames_processed": st.processed + 1, "frames_dropped": st.dropped,
-                    "frames_rejected": st.rejected}
+                    "frames_rejected": st.rejected, "frames_missing": st.missing,
+                    "input_period_ms": st.input_period_s * 1e3}
 
     def _note_reset(self, result: FrameResult) -> None:
         if not result.reset_reason:
@@ -351,6 +378,8 @@ def window_values(st: StreamStats, frames: list[FrameStats],
         "frames_received": st.received, "frames_processed": st.processed,
         "frames_dropped": st.dropped, "frames_rejected": st.rejected,
         "dropped_in_period": st.window_dropped, "rejected_in_period": st.window_rejected,
+        "frames_missing": st.missing, "missing_in_period": st.window_missing,
+        "input_period_ms": st.input_period_s * 1e3,
         "latency_p50_ms": pct(latency, 50), "latency_p90_ms": pct(latency, 90),
         "latency_p99_ms": pct(latency, 99), "latency_max_ms": max(latency, default=math.nan),
         "segmenter_p50_ms": pct([f.segmenter_ms for f in frames], 50),

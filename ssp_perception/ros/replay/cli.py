@@ -1,7 +1,8 @@
 """ssp_replay: run a rosbag2 through the real ssp_node over ROS topics and report on it.
 
-The node runs in this process (its own rclpy context, an executor in a thread) and is fed over
-real topics, so QoS, serialisation and the node's worker all take part:
+The node runs as its own process (``python -m ssp_perception.ros.node``, as on a drone; with
+``--in-process`` in this one, in its own rclpy context) and is fed over real topics, so QoS,
+serialisation, the transport and the node's worker all take part:
 
 - ``lockstep`` publishes frame k, waits for its ``labels`` and ``status`` (matched by header
   stamp), then publishes k+1: every frame is processed in order, deterministically.
@@ -59,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flow-preset", default="medium", choices=("ultrafast", "fast", "medium"),
                    help="DIS optical-flow preset used by the TC metric")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.add_argument("--in-process", action="store_true",
+                   help="run ssp_node inside this process (starts faster; tests use it) "
+                        "instead of as its own process")
     p.add_argument("--domain-id", type=int, default=None,
                    help="ROS domain for the replay (default: ROS_DOMAIN_ID); a private one "
                         "keeps other nodes' traffic out")
@@ -73,7 +77,7 @@ def config_from_args(args: argparse.Namespace) -> ReplayConfig:
         params=tuple(parse_param(t) for t in args.param), params_file=args.params_file,
         frame_timeout_s=args.frame_timeout, max_frames=args.max_frames, storage=args.storage,
         overwrite=args.overwrite, video=not args.no_video, flow_preset=args.flow_preset,
-        progress=not args.no_progress, domain_id=args.domain_id)
+        progress=not args.no_progress, domain_id=args.domain_id, in_process=args.in_process)
 
 
 def _raise_interrupt(signum: int, _frame: Any) -> None:

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from rcl_interfaces.msg import ParameterType
-from rclpy.parameter import Parameter
 import yaml
 
 from ..params import parameter_specs
@@ -62,6 +61,8 @@ class ReplayConfig:
     """Show progress bars."""
     domain_id: int | None = None
     """ROS domain of the replay's context; None = ROS_DOMAIN_ID (a private one isolates it)."""
+    in_process: bool = False
+    """Run ssp_node in the replay's process; default: its own process, as on a drone."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bag", Path(self.bag))
@@ -147,8 +148,3 @@ def node_parameters(cfg: ReplayConfig, mode: str) -> dict[str, Any]:
                 and not isinstance(value, bool)):
             values[name] = float(value)
     return values
-
-
-def node_overrides(cfg: ReplayConfig, mode: str) -> list[Parameter]:
-    """Return :func:`node_parameters` as rclpy parameter overrides."""
-    return [Parameter(k, value=v) for k, v in node_parameters(cfg, mode).items()]

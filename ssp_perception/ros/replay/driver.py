@@ -1,4 +1,8 @@
-"""Drive one ssp_node over real topics: publish the bag's frames, record every output."""
+"""Drive one ssp_node over real topics: publish the bag's frames, record every output.
+
+The node runs as its own process by default (:class:`NodeProcess`, as on a drone); with
+``in_process`` it runs in this process's rclpy context (faster to start; tests use it).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,17 @@ import threading
 import time
 from typing import Any, Sequence
 
+from diagnostic_msgs.msg import DiagnosticArray
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
+from ssp_msgs.msg import ClassInfo, SegmentationStatus
 
 from .bag import BagRecorder, ensure_type, Frame
 from .config import ReplayError
+from .process import NodeProcess
 from .report import encode_labels, FrameRecord
 from ..conversions import (CLASS_INFO_TYPE, DIAGNOSTICS_TYPE, IMAGE_TYPE, mono8_array,
                            ros_type_name, stamp_ns, status_sample, STATUS_TYPE)
@@ -23,6 +30,11 @@ from ..node import SegmentationNode, StartupError
 SKIP_TOPICS = ("/rosout", "/parameter_events")
 # After the node's workers go idle, late outputs still in transit arrive within this time.
 DRAIN_GRACE_S = 0.5
+# A node in its own process is done when its outputs have been quiet this long.
+PROCESS_QUIET_S = 2.0
+# Output types the replay records from a node in its own process (found through the graph).
+OUTPUT_TYPES = {IMAGE_TYPE: Image, STATUS_TYPE: SegmentationStatus,
+                CLASS_INFO_TYPE: ClassInfo, DIAGNOSTICS_TYPE: DiagnosticArray}
 
 
 def _reset_names(typestore: Any) -> dict[int, str]:
@@ -36,8 +48,10 @@ def _reset_names(typestore: Any) -> dict[int, str]:
 class NodeRun:
     """One node instance in its own namespace, fed and observed over real topics."""
 
-    def __init__(self, context: Any, namespace: str, overrides: list[Parameter],
-                 recorder: BagRecorder, realtime: bool, first_log_ns: int) -> None:
+    def __init__(self, context: Any, namespace: str, parameters: dict[str, Any],
+                 recorder: BagRecorder, realtime: bool, first_log_ns: int,
+                 in_process: bool = False, params_dir: Any = None,
+                 domain_id: int | None = None) -> None:
         self.recorder = recorder
         self.records: dict[int, FrameRecord] = {}
         self.class_info: Any = None
@@ -47,62 +61,107 @@ class NodeRun:
         # Outputs not tied to a frame (class_info, diagnostics) take the latest frame's time.
         self._last_log_ns = first_log_ns
         self._reset_names = _reset_names(recorder.typestore)
-        try:
-            self.node = SegmentationNode(context=context, namespace=namespace,
-                                         parameter_overrides=overrides)
-        except StartupError as err:
-            raise ReplayError(f"ssp_node cannot start: {err}") from err
+        self._last_output = time.monotonic()
+        # The replay's publisher decides the input QoS: no switch of the node's subscription
+        # while frames flow (lockstep would wait a frame timeout for a frame lost then).
+        parameters = {"input_reliability": "best_effort" if realtime else "reliable",
+                      **parameters}
+        self.node: Any = None
+        self.process: NodeProcess | None = None
+        if in_process:
+            try:
+                self.node = SegmentationNode(
+                    context=context, namespace=namespace,
+                    parameter_overrides=[Parameter(k, value=v) for k, v in parameters.items()])
+            except StartupError as err:
+                raise ReplayError(f"ssp_node cannot start: {err}") from err
+        else:
+            self.process = NodeProcess(namespace, parameters, domain_id, params_dir)
         self.io: Any = None
         try:
             self._connect(context, namespace, realtime)
         except BaseException:
-            if self.io is not None:
-                self.io.destroy_node()
-            self.node.destroy_node()  # stops its worker threads; the caller sees the error
+            self._destroy_nodes()  # stops the node's workers (or process); the caller sees why
             raise
 
+    def _outputs(self, namespace: str) -> list[tuple[str, type, Any]]:
+        """Return (topic, message class, offered QoS) of every output of the node."""
+        if self.node is not None:
+            return [(p.topic_name, p.msg_type, p.qos_profile) for p in self.node.publishers]
+        # Its own process: wait until the graph lists its outputs (model loading comes first).
+        wanted = {f"{namespace}/labels", f"{namespace}/status", f"{namespace}/class_info"}
+        deadline = time.monotonic() + 300.0
+        found: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            self.process.check_alive()
+            found = {topic: types[0] for topic, types in
+                     self.io.get_publisher_names_and_types_by_node(
+                         "ssp_node", namespace)} if self._node_known(namespace) else {}
+            if wanted <= set(found):
+                break
+            time.sleep(0.1)
+        else:
+            raise ReplayError(f"ssp_node did not advertise {sorted(wanted - set(found))} "
+                              f"within 300 s")
+        time.sleep(0.5)   # the rest of its publishers are created with these; let them show
+        outputs = []
+        for topic, ros_type in self.io.get_publisher_names_and_types_by_node(
+                "ssp_node", namespace):
+            if ros_type[0] in OUTPUT_TYPES:
+                offers = [i.qos_profile for i in self.io.get_publishers_info_by_topic(topic)
+                          if i.node_name == "ssp_node" and i.node_namespace == namespace]
+                qos = offers[0] if offers else QoSProfile(depth=1)
+                outputs.append((topic, OUTPUT_TYPES[ros_type[0]], qos))
+        return outputs
+
+    def _node_known(self, namespace: str) -> bool:
+        return ("ssp_node", namespace) in self.io.get_node_names_and_namespaces()
+
     def _connect(self, context: Any, namespace: str, realtime: bool) -> None:
-        self._node_name = self.node.get_fully_qualified_name()
-        if not any(p.topic_name.endswith("/labels") for p in self.node.publishers):
-            raise ReplayError("ssp_node publishes no labels topic (publish_labels is false); "
-                              "the replay needs it")
+        self._node_name = f"{namespace}/ssp_node"
         self.io = rclpy.create_node("ssp_replay", namespace=namespace, context=context,
                                     start_parameter_services=False, enable_rosout=False)
+        outputs = self._outputs(namespace)
+        if not any(topic.endswith("/labels") for topic, _, _ in outputs):
+            raise ReplayError("ssp_node publishes no labels topic (publish_labels is false); "
+                              "the replay needs it")
         if realtime:  # what a camera driver offers: the newest frames, no retransmission
             qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT)
         else:  # lockstep waits for every frame, so nothing may be lost on the way
             qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.pub = self.io.create_publisher(Image, "image", qos)
-        self.subs = [self._subscribe(p) for p in self.node.publishers
-                     if p.topic_name not in SKIP_TOPICS]
+        self.subs = [self._subscribe(*output) for output in outputs
+                     if output[0] not in SKIP_TOPICS]
         # Topics that answer every frame with its header stamp (labels, color, ..., status).
         # A frame is complete when all of them came: the bag then holds every output even
         # though topics arrive in no fixed order.
-        self.frame_topics = {p.topic_name for p in self.node.publishers
-                             if p.topic_name.startswith(f"{namespace}/")
-                             and ros_type_name(p.msg_type) in (IMAGE_TYPE, STATUS_TYPE)}
+        self.frame_topics = {topic for topic, msg_type, _ in outputs
+                             if topic.startswith(f"{namespace}/")
+                             and ros_type_name(msg_type) in (IMAGE_TYPE, STATUS_TYPE)}
         self._missing: dict[int, set[str]] = {}
         self.executor = SingleThreadedExecutor(context=context)
-        self.executor.add_node(self.node)
+        if self.node is not None:
+            self.executor.add_node(self.node)
         self.executor.add_node(self.io)
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)
         self._thread.start()
 
-    def _subscribe(self, pub: Any) -> Any:
-        topic, ros_type = pub.topic_name, ros_type_name(pub.msg_type)
-        self.recorder.add(topic, ros_type, pub.qos_profile)
-        offered = pub.qos_profile
+    def _subscribe(self, topic: str, msg_type: type, offered: Any) -> Any:
+        ros_type = ros_type_name(msg_type)
+        self.recorder.add(topic, ros_type, offered)
         # Match the offer (latched class_info needs transient-local) and keep every message.
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(50, offered.depth),
                          reliability=offered.reliability, durability=offered.durability)
         return self.io.create_subscription(
-            pub.msg_type, topic, lambda cdr: self._on_output(topic, ros_type, cdr), qos,
+            msg_type, topic, lambda cdr: self._on_output(topic, ros_type, cdr), qos,
             raw=True)
 
     def wait_for_connections(self, timeout_s: float = 20.0) -> None:
         """Block until the node hears our images and we hear all its topics."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
+            if self.process is not None:
+                self.process.check_alive()
             if (self.pub.get_subscription_count() > 0
                     and all(s.get_publisher_count() > 0 for s in self.subs)):
                 return
@@ -124,6 +183,7 @@ class NodeRun:
 
     def _record_output(self, topic: str, ros_type: str, cdr: bytes) -> None:
         now = time.monotonic()
+        self._last_output = now
         msg = self.recorder.deserialize(cdr, ros_type)
         if ros_type == DIAGNOSTICS_TYPE and not any(
                 st.name.startswith(self._node_name) for st in msg.status):
@@ -197,7 +257,11 @@ class NodeRun:
                 if all(self.complete(r) for r in records):
                     return
                 self._cond.wait(0.05)
-            if all(w.idle() for w in self.node.workers.values()):
+            if self.node is None:   # its own process: done when its outputs went quiet
+                self.process.check_alive()
+                if time.monotonic() - self._last_output > PROCESS_QUIET_S:
+                    return
+            elif all(w.idle() for w in self.node.workers.values()):
                 idle_since = idle_since or time.monotonic()
                 if time.monotonic() - idle_since > DRAIN_GRACE_S:
                     return
@@ -205,8 +269,15 @@ class NodeRun:
                 idle_since = None
 
     def close(self) -> None:
-        """Stop the executor thread and destroy both nodes."""
+        """Stop the executor thread and destroy both nodes (or stop the node's process)."""
         self.executor.shutdown()
         self._thread.join(timeout=10.0)
-        self.io.destroy_node()
-        self.node.destroy_node()
+        self._destroy_nodes()
+
+    def _destroy_nodes(self) -> None:
+        if self.io is not None:
+            self.io.destroy_node()
+        if self.node is not None:
+            self.node.destroy_node()
+        if self.process is not None:
+            self.process.stop()

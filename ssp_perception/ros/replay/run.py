@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import os
 from pathlib import Path
 import shutil
+import tempfile
 import time
 from typing import Any
 
@@ -15,7 +16,7 @@ from rclpy.signals import SignalHandlerOptions
 from tqdm import tqdm
 
 from .bag import BagIndex, BagRecorder, BagSource
-from .config import IMAGE_MODEL_OVERRIDES, node_overrides, node_parameters, ReplayConfig
+from .config import IMAGE_MODEL_OVERRIDES, node_parameters, ReplayConfig
 from .config import ReplayError
 from .driver import NodeRun
 from .render import PLOT_FILES, SideBySideVideo, VIDEO_FILE, write_plots
@@ -36,9 +37,10 @@ class ReplayResult:
 
 
 def _run_mode(name: str, cfg: ReplayConfig, source: BagSource, index: BagIndex,
-              context: Any, recorder: BagRecorder) -> tuple[ModeRun, Any]:
-    run = NodeRun(context, f"/{name}", node_overrides(cfg, name), recorder,
-                  realtime=cfg.mode == "realtime", first_log_ns=index.log_times[0])
+              context: Any, recorder: BagRecorder, params_dir: Path) -> tuple[ModeRun, Any]:
+    run = NodeRun(context, f"/{name}", node_parameters(cfg, name), recorder,
+                  realtime=cfg.mode == "realtime", first_log_ns=index.log_times[0],
+                  in_process=cfg.in_process, params_dir=params_dir, domain_id=cfg.domain_id)
     try:
         run.wait_for_connections()
         class_info = run.wait_class_info()
@@ -118,6 +120,7 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
     committed = False
     context = rclpy.Context()
     recorder = None
+    params_dir = Path(tempfile.mkdtemp(prefix="ssp_replay_params_"))  # node parameter files
     try:
         storage = index.storage if cfg.storage == "same" else cfg.storage
         recorder = BagRecorder(tmp / BAG_NAME, storage)
@@ -129,7 +132,8 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
         runs: dict[str, ModeRun] = {}
         class_info = None
         for name in modes:
-            runs[name], class_info = _run_mode(name, cfg, source, index, context, recorder)
+            runs[name], class_info = _run_mode(name, cfg, source, index, context, recorder,
+                                               params_dir)
         recorder.close()
         recorder = None
         palette = _palette(class_info)
@@ -154,6 +158,7 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
             rclpy.shutdown(context=context)
         if not committed:
             shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(params_dir, ignore_errors=True)
 
 
 def _copy_inputs(cfg: ReplayConfig, source: BagSource, index: BagIndex,
@@ -187,6 +192,7 @@ def _report(cfg: ReplayConfig, index: BagIndex, class_info: Any,
                   "labelled_frames": len(index.labels),
                   "unmatched_labels": index.unmatched_labels, "rate_hz": index.rate_hz},
         "replay": {"mode": cfg.mode, "rate": cfg.rate, "compare": cfg.compare,
+                   "node_process": "in-process" if cfg.in_process else "own process",
                    "frame_timeout_s": cfg.frame_timeout_s, "flow_preset": cfg.flow_preset,
                    "node_parameters": node_parameters(cfg, "ssp"),
                    "image_model_overrides": IMAGE_MODEL_OVERRIDES if cfg.compare else {}},
