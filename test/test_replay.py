@@ -23,6 +23,7 @@ from rosbags.typesys import get_typestore, Stores
 from ssp_perception.artifact import save_artifact
 from ssp_perception.classes import UAVID
 from ssp_perception.config import preset
+from ssp_perception.files import OutputError
 from ssp_perception.models import create_model
 from ssp_perception.ros.replay.bag import ensure_type
 from ssp_perception.ros.replay.cli import main
@@ -228,8 +229,9 @@ def test_node_in_its_own_process(bag, artifact, tmp_path):
 def test_existing_output_needs_overwrite(bag, artifact, tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("x")
-    with pytest.raises(ReplayError, match="exists; pass --overwrite"):
-        replay(_cfg(bag, tmp_path / "out", artifact))
+    with pytest.raises(OutputError, match="not written by ssp_replay; ssp_replay only "
+                                          "replaces its own outputs, even with --overwrite"):
+        replay(_cfg(bag, tmp_path / "out", artifact, overwrite=True))
     assert (tmp_path / "out" / "keep.txt").exists()
 
 
@@ -282,9 +284,8 @@ def test_parameters_from_file_and_command_line(tmp_path):
 
 
 def test_cli_rejects_bad_options_and_reports_errors(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        main([str(tmp_path), "--rate", "0"])
-    assert "rate must be a positive" in capsys.readouterr().err
+    assert main([str(tmp_path), "--rate", "0"]) == 2
+    assert "ssp_replay: error: rate must be a positive" in capsys.readouterr().err
     assert main([str(tmp_path / "none"), "--no-progress"]) == 2
     assert "does not exist" in capsys.readouterr().err
 

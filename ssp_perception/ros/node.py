@@ -56,11 +56,12 @@ from ssp_msgs.srv import ResetStreams
 from std_msgs.msg import Header
 import torch
 
-from . import conversions
+from . import conversions, ros_cli
 from .input_qos import InputSubscription
 from .params import build_configs, parameter_specs, plain_value
 from .worker import Outputs, StreamWorker, window_values
 from ..artifact import ArtifactError, ArtifactMeta, read_meta
+from ..cli import entry, run_main, UsageError
 from ..encodings import palette_lut
 from ..stream import Segmenter
 from ..synthetic import synthetic_frames
@@ -112,6 +113,10 @@ class SegmentationNode(Node):
         """Phase 1: declare the parameters and validate them (configs, model file, device)."""
         self._specs = {s.name: s for s in parameter_specs()}
         self._values = self._declare_parameters()
+        # ROS ignores parameters a node does not declare: name the closest one instead.
+        given = getattr(self, "_parameter_overrides", {})   # command line and params files
+        for line in ros_cli.undeclared_warnings(given, self._specs):
+            self.get_logger().warning(line)
         try:
             self.config, self._stream_cfg, self._reg_cfg = build_configs(self._values)
         except ValueError as err:
@@ -197,7 +202,10 @@ class SegmentationNode(Node):
         """
         size = self._network_size()
         size = size if isinstance(size, tuple) else tuple(self.segmenter.input_size)
-        stream = self.segmenter.new_stream(self._stream_cfg, self._reg_cfg)
+        try:
+            stream = self.segmenter.new_stream(self._stream_cfg, self._reg_cfg)
+        except (OSError, ValueError) as err:  # registration weights missing, empty, pickled
+            raise StartupError(str(err)) from None
         for k, (frame, _) in enumerate(synthetic_frames(size, 2)):
             stream.process(frame, 0.05 * k, "warm-up")
 
@@ -243,7 +251,8 @@ class SegmentationNode(Node):
             labels=publisher(cfg.publish_labels, Image, "labels"),
             color=publisher(cfg.publish_color, Image, "color"),
             overlay=publisher(cfg.publish_overlay, Image, "overlay"),
-            confidence=publisher(cfg.publish_confidence, Image, "confidence"))
+            confidence=publisher(cfg.publish_confidence, Image, "confidence"),
+            rejected=publisher(True, DiagnosticArray, "rejected", QoSProfile(depth=10)))
         stream = self.segmenter.new_stream(self._stream_cfg, self._reg_cfg)
         stream_id = self.resolve_topic_name(name)       # remapped and expanded
         worker = StreamWorker(self, stream_id, stream, outputs, decode)
@@ -422,30 +431,39 @@ def _join(ns: str, name: str) -> str:
 
 
 def main(args: list[str] | None = None) -> int:
-    """Run ssp_node until shutdown; return the process exit code (1 when it cannot start)."""
-    rclpy.init(args=args)
+    """Run ssp_node until Ctrl-C or SIGTERM; return the exit status (:mod:`ssp_perception.cli`).
+
+    ``--help`` prints the usage and the parameters; a node that cannot start (bad parameters,
+    parameter file or model) exits 2 with one line; Ctrl-C 130 and SIGTERM 143 after the
+    workers stopped and the context was shut down.
+    """
+    args = list(sys.argv if args is None else args)
+    if any(a in ("-h", "--help") for a in ros_cli.user_args(args)):
+        print(ros_cli.usage(parameter_specs()))
+        return 0
+    return run_main(lambda: _run(args), "ssp_node", usage_errors=(ros_cli.RosArgsError,))
+
+
+def _run(args: list[str]) -> int:
+    context = rclpy.Context()
+    ros_cli.init(args, context)
     node = None
     try:
-        node = SegmentationNode()
-        executor = SingleThreadedExecutor()
+        try:
+            node = SegmentationNode(context=context)
+        except StartupError as err:
+            raise UsageError(f"cannot start: {err}") from None
+        executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
         executor.spin()
-    except StartupError as err:
-        rclpy.logging.get_logger("ssp_node").fatal(f"cannot start: {err}")
-        return 1
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except ExternalShutdownException:
         pass
-    except Exception:
-        if rclpy.ok():
-            raise
-        # Ctrl-C while starting (e.g. during model loading) invalidates the context under
-        # whatever ROS call runs: a shutdown, not an error worth a traceback.
     finally:
         if node is not None:
             node.destroy_node()
-        rclpy.try_shutdown()
+        rclpy.try_shutdown(context=context)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry("ssp_node", "ssp_perception.ros.node")

@@ -15,7 +15,6 @@ from pathlib import Path
 import platform
 import resource
 import sys
-import tempfile
 import time
 from typing import Any
 
@@ -28,7 +27,9 @@ from tqdm import tqdm
 from ..artifact import load_artifact
 from ..backends import create_backend
 from ..classes import CLASS_SETS, ClassSet
+from ..cli import ArgumentParser, entry, run_main, UsageError
 from ..config import preset
+from ..files import atomic_write_json
 from ..geometry import rescale_homography
 from ..models import create_model
 from ..registration import create_registrator, RegistrationConfig
@@ -265,9 +266,9 @@ def _parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ArgumentParser:
     """Return the command-line parser of ssp_bench."""
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="ssp_bench", description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--preset", default="lite", help="model preset (random weights)")
@@ -293,28 +294,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def write_json(path: str | Path, data: dict[str, Any]) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def check_json_target(path: str) -> Path | None:
+    """Return ``--json``'s path, refused (UsageError) before any work when it cannot be written.
+
+    A folder, a missing parent folder or a non-folder parent cannot hold the report.
+    """
+    if not path:
+        return None
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"--json {target}: is a folder; give a file name such as "
+                         f"{target / 'bench.json'}")
+    if target.parent.exists() and not target.parent.is_dir():
+        raise UsageError(f"--json {target}: {target.parent} is not a folder")
+    return target
+
+
+def _write_report(target: Path | None, report: dict[str, Any]) -> None:
+    print(json.dumps(report, indent=2, sort_keys=True))
+    if target is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(target, report)
 
 
 NODE_COMMANDS = ("node-overhead", "node-overload")
 
 
-def build_node_parser(command: str) -> argparse.ArgumentParser:
+def build_node_parser(command: str) -> ArgumentParser:
     """Return the parser of ``ssp_bench node-overhead`` / ``ssp_bench node-overload``."""
     overload = command == "node-overload"
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog=f"ssp_bench {command}",
         description=("latency, memory and frame accounting of ssp_node fed faster than it "
                      "can process" if overload else
@@ -341,12 +350,12 @@ def build_node_parser(command: str) -> argparse.ArgumentParser:
 def node_main(command: str, argv: list[str]) -> int:
     """Run one node benchmark (``ssp_perception.ros.node_bench``); print its JSON."""
     args = build_node_parser(command).parse_args(argv)
+    target = check_json_target(args.json)
     try:
         from ..ros import node_bench
     except ImportError as err:
-        print(f"ssp_bench: error: {command} needs ROS 2 (ssp_perception.ros.node_bench): {err}",
-              file=sys.stderr)
-        return 2
+        raise UsageError(f"{command} needs ROS 2 (ssp_perception.ros.node_bench): "
+                         f"{err}") from None
     params = {"num_threads": args.threads} if args.threads else None
     checkpoint = args.checkpoint or None
     if command == "node-overload":
@@ -357,46 +366,45 @@ def node_main(command: str, argv: list[str]) -> int:
         report = node_bench.benchmark_node_overhead(
             preset=args.preset, size=args.size, frames=args.frames, checkpoint=checkpoint,
             encoding=args.encoding, node_params=params)
-    print(json.dumps(report, indent=2, sort_keys=True))
-    if args.json:
-        write_json(args.json, report)
+    _write_report(target, report)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ssp_bench from the command line; print the JSON and optionally write it."""
+    """Run ssp_bench from the command line; print the JSON and optionally write it.
+
+    Bad options exit 2 with one line; Ctrl-C 130 and SIGTERM 143 (:mod:`ssp_perception.cli`).
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in NODE_COMMANDS:
-        return node_main(argv[0], argv[1:])
+        return run_main(lambda: node_main(argv[0], argv[1:]), "ssp_bench",
+                        usage_errors=(ValueError, FileNotFoundError))
     args = build_parser().parse_args(argv)
-    try:
-        cfg = BenchConfig(preset=args.preset, size=args.size, frame_size=args.frame_size,
-                          frames=args.frames, warmup=args.warmup, device=args.device,
-                          dtype=args.dtype, checkpoint=args.checkpoint, backend=args.backend,
-                          threads=args.threads, registration=args.registration,
-                          seed=args.seed)
-        report = run_benchmark(cfg, progress=not args.no_progress)
-    except (ValueError, RuntimeError, FileNotFoundError) as err:
-        print(f"ssp_bench: error: {err}", file=sys.stderr)
-        return 2
+    return run_main(lambda: _bench(args), "ssp_bench",
+                    usage_errors=(ValueError, RuntimeError, FileNotFoundError))
+
+
+def _bench(args: argparse.Namespace) -> int:
+    target = check_json_target(args.json)
+    cfg = BenchConfig(preset=args.preset, size=args.size, frame_size=args.frame_size,
+                      frames=args.frames, warmup=args.warmup, device=args.device,
+                      dtype=args.dtype, checkpoint=args.checkpoint, backend=args.backend,
+                      threads=args.threads, registration=args.registration, seed=args.seed)
+    report = run_benchmark(cfg, progress=not args.no_progress)
     report["config"] = {k: (list(v) if isinstance(v, tuple) else v)
                         for k, v in asdict(cfg).items()}
     if args.node:
         try:
             from ..ros.node_bench import benchmark_node_overhead
         except ImportError as err:
-            print(f"ssp_bench: error: --node needs ssp_perception.ros.node_bench "
-                  f"(ROS 2 and the node module): {err}", file=sys.stderr)
-            return 2
+            raise UsageError(f"--node needs ssp_perception.ros.node_bench (ROS 2 and the node "
+                             f"module): {err}") from None
         report["node"] = benchmark_node_overhead(
             preset=cfg.preset, size=report["frame_size"], frames=cfg.frames,
             checkpoint=cfg.checkpoint or None)
-    text = json.dumps(report, indent=2, sort_keys=True)
-    print(text)
-    if args.json:
-        write_json(args.json, report)
+    _write_report(target, report)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry("ssp_bench", "ssp_perception.tools.bench")
