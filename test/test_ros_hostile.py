@@ -9,9 +9,9 @@ import collections
 import os
 import pickle
 
+from _tool_process import assert_one_error_line, run_tool, snapshot, Tool
 import pytest
 
-from _tool_process import assert_one_error_line, run_tool, snapshot, Tool
 import test_replay as tr
 
 DOMAIN = 100 + os.getpid() % 100

@@ -441,7 +441,8 @@ def main(args: list[str] | None = None) -> int:
     if any(a in ("-h", "--help") for a in ros_cli.user_args(args)):
         print(ros_cli.usage(parameter_specs()))
         return 0
-    return run_main(lambda: _run(args), "ssp_node", usage_errors=(ros_cli.RosArgsError,))
+    return run_main(lambda: _run(args), "ssp_node", usage_errors=(ros_cli.RosArgsError,),
+                    interrupted="streams stopped, node shut down")
 
 
 def _run(args: list[str]) -> int:

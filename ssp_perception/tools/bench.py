@@ -126,49 +126,52 @@ def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
     mem_start = mem_half = 0.0
     total = cfg.warmup + cfg.frames
     bar = tqdm(total=total, desc="ssp_bench", disable=not progress, unit="frame")
-    for k, (frame, _) in enumerate(synthetic_frames(frame_size, total, seed=cfg.seed)):
-        if k == cfg.warmup:
-            mem_start = _memory_mb(dev)
-        if k == cfg.warmup + cfg.frames // 2:
-            mem_half = _memory_mb(dev)
-        x = seg.normalise(cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA))
-        t0 = _now()
-        reg = registrator.register_next(frame)
-        t1 = _now()
-        h = rescale_homography(reg.homography, frame_size, size)
-        h_t = torch.as_tensor(h, dtype=torch.float32, device=dev).unsqueeze(0)
-        # Both network steps end with logits at the network input size, as the image model's
-        # forward does (spec §1.1): models that fuse at stride 4 upsample there, in both. Their
-        # order alternates per frame, so neither always runs with the caches that registration
-        # (or the other step) left behind.
-        order = ("image_model", "ssp") if k % 2 == 0 or state is None else ("ssp", "image_model")
-        for name in order:
-            t_a = _now()
-            if name == "image_model":
-                logits, feat = backend.image_step(x)
-                seg.network_logits(logits, size)
-                if state is None:  # first frame: the SSP step's initial state
-                    state = (logits, feat)
-            else:
-                out, state_feat, _ = backend.ssp_step(x, state[0], state[1], h_t,
-                                                      torch.ones(1, device=dev))
-                seg.network_logits(out, size)
-            backend.synchronize()
-            spans[name] = (t_a, _now())
-        state = (out, state_feat)
-        t3 = _now()
-        stream.process(frame, stamp=k / 20.0)
-        t4 = _now()
-        if k >= cfg.warmup:
-            spans.update(registration=(t0, t1), stream=(t3, t4))
-            for key, (a, b) in spans.items():
-                wall[key].append((b[0] - a[0]) * 1e3)
-                cpu[key].append((b[1] - a[1]) * 1e3)
-            wall["ssp_with_registration"].append(wall["registration"][-1] + wall["ssp"][-1])
-            cpu["ssp_with_registration"].append(cpu["registration"][-1] + cpu["ssp"][-1])
-            reg_ok += int(reg.success)
-        bar.update()
-    bar.close()
+    try:
+        for k, (frame, _) in enumerate(synthetic_frames(frame_size, total, seed=cfg.seed)):
+            if k == cfg.warmup:
+                mem_start = _memory_mb(dev)
+            if k == cfg.warmup + cfg.frames // 2:
+                mem_half = _memory_mb(dev)
+            x = seg.normalise(cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA))
+            t0 = _now()
+            reg = registrator.register_next(frame)
+            t1 = _now()
+            h = rescale_homography(reg.homography, frame_size, size)
+            h_t = torch.as_tensor(h, dtype=torch.float32, device=dev).unsqueeze(0)
+            # Both network steps end with logits at the network input size, as the image model's
+            # forward does (spec §1.1): models that fuse at stride 4 upsample there, in both. Their
+            # order alternates per frame, so neither always runs with the caches that registration
+            # (or the other step) left behind.
+            order = (("image_model", "ssp") if k % 2 == 0 or state is None
+                     else ("ssp", "image_model"))
+            for name in order:
+                t_a = _now()
+                if name == "image_model":
+                    logits, feat = backend.image_step(x)
+                    seg.network_logits(logits, size)
+                    if state is None:  # first frame: the SSP step's initial state
+                        state = (logits, feat)
+                else:
+                    out, state_feat, _ = backend.ssp_step(x, state[0], state[1], h_t,
+                                                          torch.ones(1, device=dev))
+                    seg.network_logits(out, size)
+                backend.synchronize()
+                spans[name] = (t_a, _now())
+            state = (out, state_feat)
+            t3 = _now()
+            stream.process(frame, stamp=k / 20.0)
+            t4 = _now()
+            if k >= cfg.warmup:
+                spans.update(registration=(t0, t1), stream=(t3, t4))
+                for key, (a, b) in spans.items():
+                    wall[key].append((b[0] - a[0]) * 1e3)
+                    cpu[key].append((b[1] - a[1]) * 1e3)
+                wall["ssp_with_registration"].append(wall["registration"][-1] + wall["ssp"][-1])
+                cpu["ssp_with_registration"].append(cpu["registration"][-1] + cpu["ssp"][-1])
+                reg_ok += int(reg.success)
+            bar.update()
+    finally:
+        bar.close()   # an interrupted line then starts on its own line
     mem_end = _memory_mb(dev)
 
     report: dict[str, Any] = {}
