@@ -10,14 +10,24 @@ Every process this file starts gets the Fast DDS transport profile `transport_pr
 (default: $FASTDDS_DEFAULT_PROFILES_FILE if set, else config/fastdds_large_frames.xml, whose
 shared-memory segment carries 4K rgb8 frames); `transport_profile:=''` starts them with the
 middleware's defaults. The camera driver's process needs the same profile (docs/NODE.md).
+
+`managed:=true` starts ssp_node as a managed (lifecycle) node; with `autostart:=true` (the
+default) the launch configures it and, once it is inactive, activates it, so one command still
+brings it up. `autostart:=false` leaves it unconfigured for a lifecycle manager or
+`ros2 lifecycle set`.
 """
 
 from launch import LaunchDescription
-from launch.actions import (DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable,
+from launch.actions import (DeclareLaunchArgument, EmitEvent, OpaqueFunction,
+                            RegisterEventHandler, SetEnvironmentVariable,
                             UnsetEnvironmentVariable)
+from launch.events import matches_action
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
 from launch_ros.substitutions import FindPackageShare
+from lifecycle_msgs.msg import Transition
 
 # Launch argument -> ssp_node parameter, applied over the params file only when non-empty.
 OVERRIDES = {"model": "model_path", "device": "device", "dtype": "dtype",
@@ -40,25 +50,49 @@ def _transport_actions(context):
     return actions
 
 
+def _true(context, name):
+    return LaunchConfiguration(name).perform(context).lower() in ("true", "1")
+
+
 def _node(context):
     """Return ssp_node with the params file and the launch arguments that were given."""
     given = {param: LaunchConfiguration(arg).perform(context) for arg, param in OVERRIDES.items()}
     overrides = {param: value for param, value in given.items() if value}
     if "use_sim_time" in overrides:
         overrides["use_sim_time"] = overrides["use_sim_time"].lower() in ("true", "1")
-    return [Node(
+    managed = _true(context, "managed")
+    node = (LifecycleNode if managed else Node)(
         package="ssp_perception",
         executable="ssp_node",
         name="ssp_node",
         namespace=LaunchConfiguration("namespace"),
         parameters=[LaunchConfiguration("params_file"), overrides],
         remappings=[("image", LaunchConfiguration("camera_topic"))],
+        arguments=["--managed"] if managed else [],
         output="screen",
-    )]
+    )
+    if not (managed and _true(context, "autostart")):
+        return [node]
+    return [node, *_autostart(node)]
+
+
+def _autostart(node):
+    """Return the actions that configure ``node`` and activate it once it is inactive."""
+    def change(transition_id):
+        return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                                           transition_id=transition_id))
+
+    # Once, and only after configuring: a later deactivate also ends in inactive, and a
+    # supervisor that deactivates the node must not see the launch activate it again.
+    activate = OnStateTransition(target_lifecycle_node=node, start_state="configuring",
+                                 goal_state="inactive", handle_once=True,
+                                 entities=[change(Transition.TRANSITION_ACTIVATE)])
+    # The handler first: the configure request must not overtake it.
+    return [RegisterEventHandler(activate), change(Transition.TRANSITION_CONFIGURE)]
 
 
 def generate_launch_description():
-    """Return the launch description: eight arguments, the transport profile and one node."""
+    """Return the launch description: ten arguments, the transport profile and one node."""
     share = FindPackageShare("ssp_perception")
     arguments = [
         DeclareLaunchArgument("camera_topic", default_value="/camera/image_raw",
@@ -82,6 +116,11 @@ def generate_launch_description():
                 "FASTDDS_DEFAULT_PROFILES_FILE",
                 default_value=PathJoinSubstitution([share, "config", "fastdds_large_frames.xml"])),
             description="Fast DDS XML profile of every started process; empty = DDS defaults"),
+        DeclareLaunchArgument("managed", default_value="false",
+                              description="true: ssp_node as a managed (lifecycle) node"),
+        DeclareLaunchArgument("autostart", default_value="true",
+                              description="with managed:=true, configure and activate it at "
+                                          "launch; false: leave it unconfigured"),
     ]
     return LaunchDescription(arguments + [OpaqueFunction(function=_transport_actions),
                                           OpaqueFunction(function=_node)])

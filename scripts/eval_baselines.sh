@@ -6,8 +6,10 @@
 # Usage: scripts/eval_baselines.sh [DATA] [OUT]
 #   DATA  synthetic dataset the demo model was trained on (default datasets/synth_demo)
 #   OUT   run folder (default runs/baselines): recipes/, <kind>/ (ssp_train runs), eval/
+# Relative paths (DATA, OUT, SSP_CKPT, IMAGE_CKPT) are resolved against the directory the
+# script is called from, like any command's; the defaults fit a call from the repository root.
 # Environment (defaults in brackets):
-#   SSP_CKPT    SSP artifact [ssp_perception/weights/ssp_lite_synth.safetensors]
+#   SSP_CKPT    SSP artifact [<repository>/ssp_perception/weights/ssp_lite_synth.safetensors]
 #   IMAGE_CKPT  image model the baselines start from (SSP_SPEC §5.3)
 #               [runs/synth_lite_image/model.safetensors if it exists, else SSP_CKPT's image
 #               model: ssp_train takes the image_model.* tensors of another kind's artifact]
@@ -20,21 +22,19 @@
 # resumes unfinished trainings and skips finished ones.
 set -Eeuo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
 if [[ -z "${VIRTUAL_ENV:-}" ]]; then
     set +u  # the colcon-generated setup scripts read unset variables
     # shellcheck disable=SC1091
-    source scripts/env.sh
+    source "$ROOT/scripts/env.sh"
     set -u
 fi
 export MPLBACKEND=Agg PYTHONUNBUFFERED=1
 
 DATA="${1:-datasets/synth_demo}"
 OUT="${2:-runs/baselines}"
-SSP_CKPT="${SSP_CKPT:-ssp_perception/weights/ssp_lite_synth.safetensors}"
+SSP_CKPT="${SSP_CKPT:-$ROOT/ssp_perception/weights/ssp_lite_synth.safetensors}"
 EPOCHS="${EPOCHS:-3}"
-# Through float(): YAML 1.1 reads "2e-4" (no dot) as a string.
-LR="$(python -c 'import sys; print(float(sys.argv[1]))' "${LR:-5e-4}")"
+LR="${LR:-5e-4}"  # recipes read 5e-4 as a number (YAML 1.1 alone would not)
 THREADS="${THREADS:-1}"
 KINDS="${KINDS:-dff netwarp tcb_ppm tcb_ocr}"
 if [[ -z "${IMAGE_CKPT:-}" ]]; then
@@ -108,7 +108,7 @@ else
     IMAGE_ROW=(--with-image-model)
 fi
 for kind in $KINDS; do
-    recipe="ssp_training/configs/synth_lite_$kind.yaml"
+    recipe="$ROOT/ssp_training/configs/synth_lite_$kind.yaml"
     if [[ ! -f "$recipe" ]]; then
         recipe="$OUT/recipes/synth_lite_$kind.yaml"
         write_recipe "$kind" "$recipe"

@@ -16,7 +16,6 @@ import os
 from pathlib import Path
 import struct
 import subprocess
-import tempfile
 from typing import Any
 
 from safetensors import SafetensorError
@@ -26,6 +25,7 @@ import torch
 from . import __version__
 from .classes import ClassSet
 from .config import ModelConfig
+from .files import atomic_output
 from .models import create_model, ImageModel, SSPModel
 from .models.backbones import is_sam2_hiera, sam2_trunk_state_dict
 
@@ -40,8 +40,6 @@ _LIST_LIMIT = 6
 VIDEO_MODEL_KEY = "video_model"
 MODEL_KIND_KEY = "model_kind"
 BASELINE_KINDS = ("dff", "netwarp", "tcb_ppm", "tcb_ocr")
-# Mode of a saved artifact (mkstemp creates 0600): readable by all, like any model file.
-ARTIFACT_MODE = 0o644
 
 log = logging.getLogger(__name__)
 
@@ -143,15 +141,8 @@ def save_artifact(path: str | os.PathLike, model: SSPModel, class_set: ClassSet,
         raise ArtifactError(f"{path}: provenance is not JSON-serialisable: {err}") from err
     tensors = _tensors_to_store(model, half, path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=header)
-        os.chmod(tmp, ARTIFACT_MODE)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_output(path) as tmp:
+        save_file(tensors, str(tmp), metadata=header)
     return meta
 
 

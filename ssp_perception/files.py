@@ -65,9 +65,29 @@ def atomic_write_text(path: str | os.PathLike, text: str, durable: bool = False)
     return atomic_write_bytes(path, text.encode("utf-8"), durable=durable)
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any, sort_keys: bool = True) -> Path:
+def atomic_write_json(path: str | os.PathLike, obj: Any, sort_keys: bool = True,
+                      indent: int = 2, durable: bool = False) -> Path:
     """Write ``obj`` as indented JSON (trailing newline) atomically."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n")
+    return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n",
+                             durable=durable)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` to write; rename it onto ``path`` on success.
+
+    For writers that need a file name rather than bytes (safetensors ``save_file``, video
+    encoders). The file gets mode 0644; on any exception the temporary file is removed and
+    ``path`` is untouched.
+    """
+    path = Path(path)
+    tmp = _temp_sibling(path)
+    try:
+        yield tmp
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _marker_tool(folder: Path) -> str | None:

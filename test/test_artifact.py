@@ -4,7 +4,6 @@ import json
 import os
 import stat
 
-from _model_helpers import one_thread, tiny_config, tiny_image, tiny_model, translation
 import pytest
 from safetensors.torch import save_file
 from ssp_perception.artifact import (ArtifactError, baseline_kind, FORMAT_VERSION, load_artifact,
@@ -15,14 +14,11 @@ from ssp_perception.models import create_image_model, create_model
 import torch
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def model():
+def model(tiny_model):
     return tiny_model(seed=4)
 
 
@@ -33,11 +29,15 @@ def saved(tmp_path, model):
     return path
 
 
-def _outputs(model):
-    x, prev = tiny_image(1, seed=7), tiny_image(1, seed=8)
-    with torch.no_grad():
-        logits, feat = model.image_step(prev)
-        return model.step(x, logits, feat, translation(3, -2), torch.ones(1))
+@pytest.fixture
+def outputs(tiny_image, translation):
+    """Return a function giving a model's SSP-step outputs on one fixed pair of frames."""
+    def run(model):
+        x, prev = tiny_image(1, seed=7), tiny_image(1, seed=8)
+        with torch.no_grad():
+            logits, feat = model.image_step(prev)
+            return model.step(x, logits, feat, translation(3, -2), torch.ones(1))
+    return run
 
 
 def _write(path, tensors, meta: dict | None):
@@ -51,10 +51,10 @@ def _tensors(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def test_fp32_round_trip_reproduces_outputs_and_metadata(saved, model):
+def test_fp32_round_trip_reproduces_outputs_and_metadata(saved, model, outputs):
     loaded, meta = load_artifact(saved)
     assert not loaded.training
-    for a, b in zip(_outputs(model), _outputs(loaded)):
+    for a, b in zip(outputs(model), outputs(loaded)):
         assert torch.equal(a, b)
     assert meta.model == model.cfg and meta.class_set == UAVID
     assert meta.format_version == FORMAT_VERSION and meta.dtype == "float32"
@@ -72,7 +72,7 @@ def test_saved_artifact_is_world_readable(saved, model):
     assert stat.S_IMODE(saved.stat().st_mode) == 0o644
 
 
-def test_fp16_round_trip_is_close_and_small(tmp_path, model):
+def test_fp16_round_trip_is_close_and_small(tmp_path, model, outputs):
     full, half = tmp_path / "full.safetensors", tmp_path / "half.safetensors"
     save_artifact(full, model, UAVID)
     save_artifact(half, model, UAVID, half=True)
@@ -80,13 +80,13 @@ def test_fp16_round_trip_is_close_and_small(tmp_path, model):
     loaded, meta = load_artifact(half)
     assert meta.dtype == "float16"
     assert all(p.dtype == torch.float32 for p in loaded.parameters())
-    ref, got = _outputs(model), _outputs(loaded)
+    ref, got = outputs(model), outputs(loaded)
     scale = ref[0].abs().max()
     assert (ref[0] - got[0]).abs().max() < 5e-3 * scale
     assert (ref[2] - got[2]).abs().max() < 5e-3
 
 
-def test_lite_preset_fp16_artifact_is_under_10_mb(tmp_path):
+def test_lite_preset_fp16_artifact_is_under_10_mb(tiny_config, tmp_path):
     torch.manual_seed(0)
     path = tmp_path / "lite.safetensors"
     save_artifact(path, create_model(tiny_config()), UAVID, half=True)
@@ -155,7 +155,7 @@ def test_inconsistent_metadata(tmp_path, model, changes, message):
         read_meta(path)
 
 
-def test_weights_of_another_architecture(tmp_path, model):
+def test_weights_of_another_architecture(tiny_config, tmp_path, model):
     path = tmp_path / "other.safetensors"
     other = create_model(tiny_config(head_channels=16, sim_op="cosine"))
     _write(path, _tensors(other), _meta(model))
@@ -171,7 +171,7 @@ def test_weights_of_another_architecture(tmp_path, model):
     assert "(+55 more)" in text  # long lists are cut short
 
 
-def test_weights_with_another_class_count(tmp_path, model):
+def test_weights_with_another_class_count(tiny_config, tmp_path, model):
     path = tmp_path / "classes.safetensors"
     twelve = create_model(tiny_config(num_classes=12))
     _write(path, _tensors(twelve), _meta(model))
@@ -257,10 +257,9 @@ def _to_sam2_layout(trunk_state: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def hiera_source():
+def hiera_source(one_thread):
     # Built once: Hiera-T initialisation takes seconds on a shared CPU.
-    with one_thread():
-        return _hiera_tiny(seed=1)
+    return _hiera_tiny(seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -295,7 +294,7 @@ def test_create_model_loads_a_sam2_checkpoint(tmp_path, hiera_source, sam2_state
         assert torch.equal(v, got[k])
 
 
-def test_load_sam2_checkpoint_errors(tmp_path, hiera_source, sam2_state):
+def test_load_sam2_checkpoint_errors(tiny_config, tmp_path, hiera_source, sam2_state):
     target = hiera_source  # every case below fails before anything is loaded
     with pytest.raises(ArtifactError, match="no such SAM2 checkpoint"):
         load_sam2_checkpoint(target, tmp_path / "missing.pt")

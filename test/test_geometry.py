@@ -2,7 +2,6 @@
 
 import doctest
 
-from _model_helpers import one_thread
 import cv2
 import numpy as np
 import pytest
@@ -13,10 +12,7 @@ import torch
 import torch.nn.functional as F
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _rigid(angle_deg: float, tx: float, ty: float, centre=(0.0, 0.0)) -> np.ndarray:

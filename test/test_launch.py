@@ -19,7 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "uav.launch.py"
 PARAMS_FILE = ROOT / "config" / "uav.yaml"
 ARGUMENTS = {"camera_topic", "namespace", "params_file", "model", "device", "dtype",
-             "use_sim_time", "transport_profile"}
+             "use_sim_time", "transport_profile", "managed", "autostart"}
+# Arguments read as booleans through the launch file's _true(context, name).
+FLAGS = {"managed", "autostart"}
 # Arguments that override the params file only when given (default "" = the file decides).
 OVERRIDES = {"model": "model_path", "device": "device", "dtype": "dtype",
              "use_sim_time": "use_sim_time"}
@@ -55,11 +57,16 @@ def test_launch_file_declares_the_documented_arguments_and_one_node():
             assert _keyword(call, "default_value").value == "", call.args[0].value
     literal = {c.args[0].value for c in _calls(tree, "LaunchConfiguration")
                if isinstance(c.args[0], ast.Constant)}
+    flags = {c.args[1].value for c in _calls(tree, "_true")}
+    assert flags == FLAGS
     module = _load_launch_module()
     assert module.OVERRIDES == OVERRIDES
-    used = literal | set(module.OVERRIDES)
+    used = literal | set(module.OVERRIDES) | flags
     assert used == ARGUMENTS, "every argument is used and nothing undeclared is read"
-    (node,) = _calls(tree, "Node")
+    # One node, a plain Node or a LifecycleNode with the same options.
+    (node,) = [c for c in ast.walk(tree) if isinstance(c, ast.Call)
+               and any(k.arg == "executable" for k in c.keywords)]
+    assert {node.func.body.id, node.func.orelse.id} == {"LifecycleNode", "Node"}
     assert _keyword(node, "package").value == "ssp_perception"
     assert _keyword(node, "executable").value == "ssp_node"
     assert "uav.yaml" in LAUNCH_FILE.read_text()
@@ -76,7 +83,7 @@ def test_launch_file_imports_only_the_launch_api():
              if isinstance(n, ast.ImportFrom)}
     roots |= {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
               for a in n.names}
-    assert roots <= {"launch", "launch_ros"}
+    assert roots <= {"launch", "launch_ros", "lifecycle_msgs"}
 
 
 def _flatten(tree, prefix=""):
@@ -148,3 +155,36 @@ def test_launch_sets_the_transport_profile_or_removes_it(monkeypatch, tmp_path):
         "FASTDDS_DEFAULT_PROFILES_FILE": profile, "FASTRTPS_DEFAULT_PROFILES_FILE": profile}
     assert _launch_environment(monkeypatch, "", "kilted", preset_profile=profile) == {
         "FASTDDS_DEFAULT_PROFILES_FILE": None, "FASTRTPS_DEFAULT_PROFILES_FILE": None}
+
+
+def _node_actions(managed, autostart):
+    """Return the actions uav.launch.py's _node gives for the managed/autostart arguments."""
+    launch = pytest.importorskip("launch", reason="launch is not installed (not on PyPI)")
+    pytest.importorskip("launch_ros", reason="launch_ros is not installed (not on PyPI)")
+    spec = importlib.util.spec_from_file_location("uav_launch", LAUNCH_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    context = launch.LaunchContext()
+    for argument in module.generate_launch_description().get_launch_arguments():
+        context.launch_configurations[argument.name] = "".join(
+            s.perform(context) for s in argument.default_value)
+    context.launch_configurations.update(managed=managed, autostart=autostart)
+    return module._node(context)
+
+
+def test_managed_launch_configures_then_activates_once():
+    (plain,) = _node_actions("false", "true")     # skips here without launch_ros
+    from launch.actions import EmitEvent, RegisterEventHandler
+    from launch_ros.actions import LifecycleNode, Node
+    from lifecycle_msgs.msg import Transition
+
+    assert type(plain) is Node and "--managed" not in plain.cmd[1:]
+    (bare,) = _node_actions("true", "false")
+    assert isinstance(bare, LifecycleNode)
+    node, handler, configure = _node_actions("true", "true")
+    assert isinstance(node, LifecycleNode)
+    assert isinstance(handler, RegisterEventHandler) and isinstance(configure, EmitEvent)
+    assert configure.event.transition_id == Transition.TRANSITION_CONFIGURE
+    (activate,) = handler.event_handler.entities
+    assert activate.event.transition_id == Transition.TRANSITION_ACTIVATE
+    assert handler.event_handler.handle_once

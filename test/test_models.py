@@ -2,7 +2,6 @@
 
 import json
 
-from _model_helpers import one_thread, tiny_config, tiny_image, tiny_model
 import pytest
 from ssp_perception.config import ModelConfig, preset, PRESETS
 from ssp_perception.models import create_model, create_similarity
@@ -12,10 +11,7 @@ import torch
 import torch.nn.functional as F
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _count(module: torch.nn.Module) -> int:
@@ -75,7 +71,7 @@ def test_conv_similarity_block_is_207_841_parameters_for_d_96():
     assert _count(create_similarity("average", 96)) == 1
 
 
-def test_image_model_interfaces_on_tiny_input():
+def test_image_model_interfaces_on_tiny_input(tiny_image, tiny_model):
     model = tiny_model()
     x = tiny_image(batch=2)
     with torch.no_grad():
@@ -95,7 +91,7 @@ def test_image_model_interfaces_on_tiny_input():
     assert model.image_model.num_classes == 8
 
 
-def test_upsample_mode_follows_the_config():
+def test_upsample_mode_follows_the_config(tiny_image, tiny_model):
     model = tiny_model(upsample_mode="bilinear")
     x = tiny_image()
     with torch.no_grad():
@@ -161,7 +157,7 @@ def test_preset_overrides_and_unknown_preset():
         preset("lite", head=3)
 
 
-def test_config_rejects_unknown_and_missing_keys():
+def test_config_rejects_unknown_and_missing_keys(tiny_config):
     data = tiny_config().to_dict()
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['colour'\]; allowed"):
         ModelConfig.from_dict({**data, "colour": 1})
@@ -188,12 +184,12 @@ def test_config_rejects_unknown_and_missing_keys():
     ({"pool_scales": ()}, "pool_scales must be positive"),
     ({"backbone": ""}, "backbone must be a non-empty"),
 ])
-def test_config_rejects_bad_values(change, message):
+def test_config_rejects_bad_values(tiny_config, change, message):
     with pytest.raises(ValueError, match=message):
         tiny_config().replace(**change)
 
 
-def test_config_is_frozen_and_hashable():
+def test_config_is_frozen_and_hashable(tiny_config):
     cfg = tiny_config()
     with pytest.raises(AttributeError):
         cfg.num_classes = 3

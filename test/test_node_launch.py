@@ -1,5 +1,8 @@
 """Launch smoke test: uav.launch.py starts ssp_node, which answers frames with labels.
 
+Twice: the plain node, and the managed node with ``managed:=true`` (the launch file's
+autostart configures and activates it, so frames get labels just the same).
+
 Runs under launch_testing (``launch_test test/test_node_launch.py`` or pytest with the
 launch_testing plugin). launch, launch_ros and launch_testing come with a ROS 2 install and
 have no PyPI wheels, so the module skips where they are missing.
@@ -26,7 +29,7 @@ import rclpy  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import DurabilityPolicy, qos_profile_sensor_data, QoSProfile  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
-from ssp_msgs.msg import ClassInfo  # noqa: E402
+from ssp_msgs.msg import ClassInfo, SegmentationStatus  # noqa: E402
 
 from ssp_perception.artifact import save_artifact  # noqa: E402
 from ssp_perception.classes import UAVID  # noqa: E402
@@ -35,19 +38,22 @@ from ssp_perception.models import create_model  # noqa: E402
 from ssp_perception.ros import conversions  # noqa: E402
 from ssp_perception.synthetic import synthetic_frames  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 LAUNCH_FILE = Path(__file__).resolve().parents[1] / "launch" / "uav.launch.py"
 SIZE = (96, 128)
 
 
 @pytest.mark.launch_test
-def generate_test_description():
+@launch_testing.parametrize("managed", ["false", "true"])
+def generate_test_description(managed):
     """Launch uav.launch.py with a tiny random model, in namespace /uav."""
     model = Path(tempfile.mkdtemp()) / "tiny.safetensors"
     save_artifact(model, create_model(preset("lite", input_size=(64, 96))), UAVID)
     include = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(str(LAUNCH_FILE)),
         launch_arguments={"model": str(model), "camera_topic": "/test_cam/image",
-                          "namespace": "uav"}.items())
+                          "namespace": "uav", "managed": managed}.items())
     # Unloading torch's shared libraries can take more than launch's default 5 s between
     # SIGINT and SIGTERM on a loaded CI machine; the node itself stops in milliseconds.
     patience = SetLaunchConfiguration("sigterm_timeout", "60")
@@ -71,8 +77,9 @@ class TestNodeAnswers(unittest.TestCase):
         cls.probe.destroy_node()
         rclpy.shutdown(context=cls.context)
 
-    def test_labels_and_class_info(self):
-        labels, info = [], []
+    def test_labels_and_class_info(self, managed):
+        labels, info, statuses = [], [], []
+        self.probe.create_subscription(SegmentationStatus, "/uav/status", statuses.append, 10)
         self.probe.create_subscription(Image, "/uav/labels", labels.append, 10)
         self.probe.create_subscription(
             ClassInfo, "/uav/class_info", info.append,
@@ -81,7 +88,7 @@ class TestNodeAnswers(unittest.TestCase):
         frames = [f for f, _ in synthetic_frames(SIZE, 50)]
         deadline = time.monotonic() + 120.0   # model loading dominates
         k = 0
-        while not (labels and info) and time.monotonic() < deadline:
+        while not (labels and info and statuses) and time.monotonic() < deadline:
             msg = conversions.array_to_msg(frames[k % len(frames)], "rgb8",
                                            conversions.Header(frame_id="cam"))
             msg.header.stamp = self.probe.get_clock().now().to_msg()
@@ -91,6 +98,9 @@ class TestNodeAnswers(unittest.TestCase):
         self.assertTrue(labels, "no labels from the launched node")
         self.assertEqual((labels[0].height, labels[0].width), SIZE)
         self.assertEqual(list(info[0].class_names), list(UAVID.names))
+        self.assertTrue(statuses, "no status from the launched node")
+        # The managed node says it is active; the plain node has no lifecycle state.
+        self.assertEqual(statuses[-1].lifecycle_state, "active" if managed == "true" else "")
 
 
 @launch_testing.post_shutdown_test()

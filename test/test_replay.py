@@ -30,6 +30,8 @@ from ssp_perception.ros.replay.report import decode_labels
 from ssp_perception.ros.replay.run import replay
 from ssp_perception.synthetic import synthetic_frames
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 FRAME = (96, 128)
 N_FRAMES = 5

@@ -1,23 +1,12 @@
 """SSPModel: two-frame training step, pure recurrent step, fusion limits (SSP_SPEC §2.3, §2.7)."""
 
-from _model_helpers import one_thread, tiny_image, tiny_model, translation
 import pytest
 from ssp_perception.geometry import scale_homography, warp_homography
 import torch
 import torch.nn.functional as F
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    with one_thread():
-        yield
-
-
-# Both fusion resolutions: the spec's (full resolution, "conv" block) and the lite preset's
-# (stride 4, "embed" block); the tiny model is the lite preset at 64x96.
-SPEC_FUSION = {"upsample_before_mixing": True, "sim_op": "conv", "sim_channels": 8}
-LITE_FUSION = {}
-FUSIONS = pytest.mark.parametrize("fusion", [SPEC_FUSION, LITE_FUSION], ids=["spec", "lite"])
+# The tiny model is the lite network at 64x96; conftest.py lists the fusion modes.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _fusion_size(model) -> tuple[int, int]:
@@ -31,140 +20,137 @@ def _state(model, batch: int = 1, seed: int = 3):
     return prev_logits, prev_feat
 
 
-@FUSIONS
-def test_forward_pair_outputs_and_gradients(fusion):
-    model = tiny_model(**fusion).train()
-    prev, cur = tiny_image(2, seed=1), tiny_image(2, seed=2)
-    out = model.forward_pair(prev, cur, translation(4.0, -2.0, batch=2))
-    assert set(out) == {"out", "prev_logits", "logits", "sim"}
-    for key in ("out", "prev_logits", "logits"):
-        assert out[key].shape == (2, 8, 64, 96)
-    assert out["sim"].shape == (2, 1, 64, 96)
-    assert ((out["sim"] >= 0) & (out["sim"] <= 1)).all()
-    out["out"].square().mean().backward()
-    sim_grads = [p.grad for p in model.similarity.parameters()]
-    assert all(g is not None and g.abs().sum() > 0 for g in sim_grads)
-    assert model.image_model.encoder.body.conv_stem.weight.grad.abs().sum() > 0
+class TestFusionModes:
+    """The SSP model contract, run for every fusion mode (``fusion`` in conftest.py)."""
 
+    def test_forward_pair_outputs_and_gradients(self, tiny_image, tiny_model, translation, fusion):
+        model = tiny_model(**fusion).train()
+        prev, cur = tiny_image(2, seed=1), tiny_image(2, seed=2)
+        out = model.forward_pair(prev, cur, translation(4.0, -2.0, batch=2))
+        assert set(out) == {"out", "prev_logits", "logits", "sim"}
+        for key in ("out", "prev_logits", "logits"):
+            assert out[key].shape == (2, 8, 64, 96)
+        assert out["sim"].shape == (2, 1, 64, 96)
+        assert ((out["sim"] >= 0) & (out["sim"] <= 1)).all()
+        out["out"].square().mean().backward()
+        sim_grads = [p.grad for p in model.similarity.parameters()]
+        assert all(g is not None and g.abs().sum() > 0 for g in sim_grads)
+        assert model.image_model.encoder.body.conv_stem.weight.grad.abs().sum() > 0
 
-@FUSIONS
-def test_forward_pair_parts_are_the_image_model_outputs(fusion):
-    model = tiny_model(**fusion)
-    prev, cur = tiny_image(1, seed=1), tiny_image(1, seed=2)
-    with torch.no_grad():
-        out = model.forward_pair(prev, cur, translation(1.0, 1.0))
-        torch.testing.assert_close(out["prev_logits"], model.image_model(prev))
-        torch.testing.assert_close(out["logits"], model.image_model(cur))
+    def test_forward_pair_parts_are_the_image_model_outputs(self, tiny_image, tiny_model,
+                                                            translation, fusion):
+        model = tiny_model(**fusion)
+        prev, cur = tiny_image(1, seed=1), tiny_image(1, seed=2)
+        with torch.no_grad():
+            out = model.forward_pair(prev, cur, translation(1.0, 1.0))
+            torch.testing.assert_close(out["prev_logits"], model.image_model(prev))
+            torch.testing.assert_close(out["logits"], model.image_model(cur))
 
+    def test_constant_similarity_gives_the_image_model_output(self, tiny_image, tiny_model,
+                                                              translation, fusion):
+        model = tiny_model(**{**fusion, "sim_op": "constant"})
+        prev, cur = tiny_image(1, seed=1), tiny_image(1, seed=2)
+        prev_logits, prev_feat = _state(model)
+        with torch.no_grad():
+            expected = model.image_model(cur)
+            out, feat, s = model.step(cur, prev_logits, prev_feat, translation(3.0, 5.0),
+                                      torch.ones(1))
+            assert torch.equal(model.output_logits(out, (64, 96)), expected)
+            assert s.abs().max() == 0
+            assert torch.equal(model.forward_pair(prev, cur, translation(3.0, 5.0))["out"],
+                               expected)
 
-@FUSIONS
-def test_constant_similarity_gives_the_image_model_output(fusion):
-    model = tiny_model(**{**fusion, "sim_op": "constant"})
-    prev, cur = tiny_image(1, seed=1), tiny_image(1, seed=2)
-    prev_logits, prev_feat = _state(model)
-    with torch.no_grad():
-        expected = model.image_model(cur)
-        out, feat, s = model.step(cur, prev_logits, prev_feat, translation(3.0, 5.0),
-                                  torch.ones(1))
-        assert torch.equal(model.output_logits(out, (64, 96)), expected)
-        assert s.abs().max() == 0
-        assert torch.equal(model.forward_pair(prev, cur, translation(3.0, 5.0))["out"],
-                           expected)
-
-
-@FUSIONS
-def test_reuse_similarity_gives_the_warped_previous_logits(fusion):
-    model = tiny_model(**{**fusion, "sim_op": "reuse"})
-    cur = tiny_image(1, seed=2)
-    prev_logits, prev_feat = _state(model)
-    dx, dy = 8, 4  # the scene moves right by 8 and down by 4 pixels
-    with torch.no_grad():
-        out, _, s = model.step(cur, prev_logits, prev_feat, translation(dx, dy), torch.ones(1))
-    assert (s == 1).all()
-    assert out.shape == prev_logits.shape  # the state keeps its resolution
-    # Independent of the warp code: an integer shift is a slice, uncovered pixels are 0
-    # (tolerance: kornia normalises coordinates in float32). At stride 4 the shift is (2, 1).
-    dx, dy = dx // model.fusion_stride, dy // model.fusion_stride
-    torch.testing.assert_close(out[..., dy:, dx:], prev_logits[..., :-dy, :-dx],
-                               atol=2e-4, rtol=0)
-    assert out[..., :dy, :].abs().max() < 1e-3 and out[..., :, :dx].abs().max() < 1e-3
-
-
-@FUSIONS
-def test_use_prev_zero_is_the_first_frame_per_sample(fusion):
-    model = tiny_model(**fusion)  # a learned similarity: s strictly inside (0, 1)
-    cur = tiny_image(2, seed=2)
-    prev_logits, prev_feat = _state(model, batch=2)
-    with torch.no_grad():
-        expected, expected_feat = model.image_step(cur)
-        out, feat, s = model.step(cur, prev_logits, prev_feat, translation(2, 1, batch=2),
-                                  torch.tensor([0.0, 1.0]))
-        assert torch.equal(out[0], expected[0])
-        assert s[0].abs().max() == 0 and (s[1] > 0).all()
-        assert not torch.allclose(out[1], expected[1])
-        torch.testing.assert_close(feat, expected_feat)
-        torch.testing.assert_close(feat, model.similarity.embed(model.image_model.encoder(cur)[0]))
-
-
-@FUSIONS
-def test_step_matches_manual_fusion_and_forward_pair(fusion):
-    model = tiny_model(**fusion)
-    prev, cur = tiny_image(1, seed=1), tiny_image(1, seed=2)
-    hom = torch.tensor([[[1.02, 0.01, 2.5], [-0.01, 0.99, -1.5], [1e-4, 0.0, 1.0]]])
-    r = model.fusion_stride
-    with torch.no_grad():
-        prev_logits, prev_feat = model.image_step(prev)
-        out, feat, s = model.step(cur, prev_logits, prev_feat, hom, torch.ones(1))
-        pair = model.forward_pair(prev, cur, hom)
-        torch.testing.assert_close(model.output_logits(out, (64, 96)), pair["out"])
-        if r == 1:
-            torch.testing.assert_close(s, pair["sim"])
-        # The fusion rule itself, written out: out = s * warp(prev) + (1 - s) * y, at the
-        # fusion resolution, with the homography expressed on that grid.
-        y, _ = model.image_step(cur)
-        h_r = scale_homography(hom, 1.0 / r)
-        torch.testing.assert_close(out, s * warp_homography(prev_logits, h_r, _fusion_size(model))
-                                   + (1 - s) * y)
-        assert s.min() > 0 and s.max() < 1
-
-
-@FUSIONS
-def test_similarity_sees_features_warped_with_the_conjugated_homography(fusion):
-    model = tiny_model(**fusion)
-    cur = tiny_image(1, seed=2)
-    prev_logits, _ = _state(model)
-    seen = {}
-    model.similarity.register_forward_hook(lambda m, args, out: seen.update(prev=args[0]))
-    with torch.no_grad():
-        _, feat = model.image_step(cur)
-        # Identity motion: the warped previous feature is the previous feature itself.
-        model.step(cur, prev_logits, feat, torch.eye(3)[None], torch.ones(1))
-        torch.testing.assert_close(seen["prev"], feat)
-        # A shift of 8 image pixels is exactly 2 feature pixels at stride 4.
-        model.step(cur, prev_logits, feat, translation(8.0, 4.0), torch.ones(1))
-        torch.testing.assert_close(seen["prev"][..., 1:, 2:], feat[..., :-1, :-2],
+    def test_reuse_similarity_gives_the_warped_previous_logits(self, tiny_image, tiny_model,
+                                                               translation, fusion):
+        model = tiny_model(**{**fusion, "sim_op": "reuse"})
+        cur = tiny_image(1, seed=2)
+        prev_logits, prev_feat = _state(model)
+        dx, dy = 8, 4  # the scene moves right by 8 and down by 4 pixels
+        with torch.no_grad():
+            out, _, s = model.step(cur, prev_logits, prev_feat, translation(dx, dy), torch.ones(1))
+        assert (s == 1).all()
+        assert out.shape == prev_logits.shape  # the state keeps its resolution
+        # Independent of the warp code: an integer shift is a slice, uncovered pixels are 0
+        # (tolerance: kornia normalises coordinates in float32). At stride 4 the shift is (2, 1).
+        dx, dy = dx // model.fusion_stride, dy // model.fusion_stride
+        torch.testing.assert_close(out[..., dy:, dx:], prev_logits[..., :-dy, :-dx],
                                    atol=2e-4, rtol=0)
-        assert seen["prev"][..., :1, :].abs().max() < 1e-3
+        assert out[..., :dy, :].abs().max() < 1e-3 and out[..., :, :dx].abs().max() < 1e-3
+
+    def test_use_prev_zero_is_the_first_frame_per_sample(self, tiny_image, tiny_model, translation,
+                                                         fusion):
+        model = tiny_model(**fusion)  # a learned similarity: s strictly inside (0, 1)
+        cur = tiny_image(2, seed=2)
+        prev_logits, prev_feat = _state(model, batch=2)
+        with torch.no_grad():
+            expected, expected_feat = model.image_step(cur)
+            out, feat, s = model.step(cur, prev_logits, prev_feat, translation(2, 1, batch=2),
+                                      torch.tensor([0.0, 1.0]))
+            assert torch.equal(out[0], expected[0])
+            assert s[0].abs().max() == 0 and (s[1] > 0).all()
+            assert not torch.allclose(out[1], expected[1])
+            torch.testing.assert_close(feat, expected_feat)
+            stage1 = model.image_model.encoder(cur)[0]
+            torch.testing.assert_close(feat, model.similarity.embed(stage1))
+
+    def test_step_matches_manual_fusion_and_forward_pair(self, tiny_image, tiny_model, fusion):
+        model = tiny_model(**fusion)
+        prev, cur = tiny_image(1, seed=1), tiny_image(1, seed=2)
+        hom = torch.tensor([[[1.02, 0.01, 2.5], [-0.01, 0.99, -1.5], [1e-4, 0.0, 1.0]]])
+        r = model.fusion_stride
+        with torch.no_grad():
+            prev_logits, prev_feat = model.image_step(prev)
+            out, feat, s = model.step(cur, prev_logits, prev_feat, hom, torch.ones(1))
+            pair = model.forward_pair(prev, cur, hom)
+            torch.testing.assert_close(model.output_logits(out, (64, 96)), pair["out"])
+            if r == 1:
+                torch.testing.assert_close(s, pair["sim"])
+            # The fusion rule itself, written out: out = s * warp(prev) + (1 - s) * y, at the
+            # fusion resolution, with the homography expressed on that grid.
+            y, _ = model.image_step(cur)
+            h_r = scale_homography(hom, 1.0 / r)
+            warped = warp_homography(prev_logits, h_r, _fusion_size(model))
+            torch.testing.assert_close(out, s * warped + (1 - s) * y)
+            assert s.min() > 0 and s.max() < 1
+
+    def test_similarity_sees_features_warped_with_the_conjugated_homography(self, tiny_image,
+                                                                            tiny_model,
+                                                                            translation, fusion):
+        model = tiny_model(**fusion)
+        cur = tiny_image(1, seed=2)
+        prev_logits, _ = _state(model)
+        seen = {}
+        model.similarity.register_forward_hook(lambda m, args, out: seen.update(prev=args[0]))
+        with torch.no_grad():
+            _, feat = model.image_step(cur)
+            # Identity motion: the warped previous feature is the previous feature itself.
+            model.step(cur, prev_logits, feat, torch.eye(3)[None], torch.ones(1))
+            torch.testing.assert_close(seen["prev"], feat)
+            # A shift of 8 image pixels is exactly 2 feature pixels at stride 4.
+            model.step(cur, prev_logits, feat, translation(8.0, 4.0), torch.ones(1))
+            torch.testing.assert_close(seen["prev"][..., 1:, 2:], feat[..., :-1, :-2],
+                                       atol=2e-4, rtol=0)
+            assert seen["prev"][..., :1, :].abs().max() < 1e-3
+
+    def test_image_step_returns_fusion_resolution_logits_and_stage1_embedding(self, tiny_image,
+                                                                              tiny_model, fusion):
+        model = tiny_model(**fusion)
+        x = tiny_image(1)
+        with torch.no_grad():
+            logits, feat = model.image_step(x)
+            feats = model.image_model.encoder(x)
+            torch.testing.assert_close(feat, model.similarity.embed(feats[0]))
+            full = F.interpolate(model.image_model.decoder(feats), size=(64, 96), mode="bicubic",
+                                 align_corners=False)
+            assert logits.shape[-2:] == _fusion_size(model)
+            torch.testing.assert_close(model.output_logits(logits, (64, 96)), full)
+            first = model(x, logits, feat, torch.eye(3)[None], torch.zeros(1))[0]
+            torch.testing.assert_close(first, logits)
 
 
-@FUSIONS
-def test_image_step_returns_fusion_resolution_logits_and_stage1_embedding(fusion):
-    model = tiny_model(**fusion)
-    x = tiny_image(1)
-    with torch.no_grad():
-        logits, feat = model.image_step(x)
-        feats = model.image_model.encoder(x)
-        torch.testing.assert_close(feat, model.similarity.embed(feats[0]))
-        full = F.interpolate(model.image_model.decoder(feats), size=(64, 96), mode="bicubic",
-                             align_corners=False)
-        assert logits.shape[-2:] == _fusion_size(model)
-        torch.testing.assert_close(model.output_logits(logits, (64, 96)), full)
-        torch.testing.assert_close(model(x, logits, feat, torch.eye(3)[None], torch.zeros(1))[0],
-                                   logits)
-
-
-def test_spec_blocks_keep_the_raw_feature_and_lite_keeps_a_small_embedding():
-    spec, lite = tiny_model(**SPEC_FUSION), tiny_model()
+def test_spec_blocks_keep_the_raw_feature_and_lite_keeps_a_small_embedding(tiny_image, tiny_model,
+                                                                           fusion_modes):
+    spec, lite = tiny_model(**fusion_modes["spec"]), tiny_model()
     assert spec.fusion_stride == 1 and spec.feature_channels == 32  # d of MobileNetV4 stage 1
     assert lite.fusion_stride == 4 and lite.feature_channels == 4
     x = tiny_image(1)

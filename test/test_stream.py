@@ -19,17 +19,7 @@ NET = (64, 96)
 FRAME = (144, 240)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Run torch on one thread while these tests run.
-
-    Tiny tensors gain nothing from more threads, and on a shared 2-core CI machine OpenMP
-    spin-waiting across busy cores made these tests ten times slower.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -5,18 +5,18 @@ A backend runs the two stateless graphs of an SSP model (docs/ARCHITECTURE.md, k
 * ``image_step(image) -> (logits, feat)``: the first frame of a stream, or any frame without
   usable state.
 * ``ssp_step(image, prev_logits, prev_feat, homography, use_prev) -> (logits, feat, sim)``:
-  warp the previous fused logits and stage-1 features with ``homography`` (previous -> current,
-  network pixels), predict the similarity ``sim`` and fuse (SSP_SPEC §2.7).
+  warp the previous fused logits and stage-1 embeddings with ``homography`` (previous ->
+  current, network pixels), predict the similarity ``sim`` and fuse (SSP_SPEC §2.7).
 
-Shapes (B = batch, C = classes, k = embedding channels, (H, W) = network input, multiples of
-32, r = the model's fusion stride: 1 when it fuses at the input resolution, the spec's default,
-4 when it fuses at stride 4, the lite preset): ``image`` (B, 3, H, W) normalised float;
-``logits`` (B, C, H/r, W/r), fused at that resolution and upsampled by the caller for the
-labels; ``feat`` (B, k, H/4, W/4), the stage-1 embedding the similarity block compares;
-``homography`` (B, 3, 3) at H x W; ``use_prev`` (B,) 0/1; ``sim`` (B, 1, H/r, W/r). The state
-the caller keeps is exactly what the steps return, so backends hold no per-stream state and one
-backend serves many streams. Inputs and outputs are torch tensors on ``device``; backends that
-run elsewhere (onnxruntime, TensorRT) convert at their boundary.
+Shapes (B = batch, C = classes, k = channels of the similarity block's stage-1 embedding,
+(H, W) = network input, multiples of 32, (h, w) = the model's fusion resolution: (H, W) when
+``upsample_before_mixing`` is true, (H/4, W/4) otherwise, e.g. lite): ``image`` (B, 3, H, W)
+normalised float; ``logits`` (B, C, h, w); ``feat`` (B, k, H/4, W/4); ``homography`` (B, 3, 3);
+``use_prev`` (B,) 0/1; ``sim`` (B, 1, h, w). ``SSPModel.output_logits`` brings logits to the
+input size. The state the caller keeps
+is exactly what the steps return, so backends hold no per-stream state and one backend serves
+many streams. Inputs and outputs are torch tensors on ``device``; backends that run elsewhere
+(onnxruntime, TensorRT) convert at their boundary.
 """
 
 from __future__ import annotations

@@ -20,8 +20,9 @@ import hashlib
 import json
 import os
 from pathlib import Path
-import tempfile
 from typing import Any
+
+from ..files import atomic_write_bytes
 
 PRECISIONS = ("fp32", "fp16", "int8")
 CACHE_ENV = "SSP_ENGINE_CACHE"
@@ -107,20 +108,10 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def write_atomic(path: str | os.PathLike, payload: bytes) -> Path:
-    """Write ``payload`` to ``path`` through a temp file + ``os.replace`` (never half a file)."""
+    """Write ``payload`` durably (fsync) and atomically to ``path``, creating the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_bytes(path, payload, durable=True)
 
 
 class EngineCache:

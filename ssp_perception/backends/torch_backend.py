@@ -68,14 +68,14 @@ class TorchBackend:
             self._ssp_fn = _CudaGraphRunner(self._ssp_fn, max_graphs)
 
     def image_step(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (logits (B, C, H/r, W/r), feat (B, k, H/4, W/4)); r = the fusion stride."""
+        """Return (logits (B, C, h, w) at the fusion resolution, feat (B, k, H/4, W/4))."""
         _check_image(image, self.device)
         return self._image_fn(image)
 
     def ssp_step(self, image: torch.Tensor, prev_logits: torch.Tensor, prev_feat: torch.Tensor,
                  homography: torch.Tensor,
                  use_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Return (fused logits, feat, sim), all at the fusion resolution, for one SSP step."""
+        """Return (fused logits, feat, sim (B, 1, h, w)) for one SSP step (fusion resolution)."""
         _check_image(image, self.device)
         b = image.shape[0]
         if prev_logits.shape[0] != b or prev_feat.shape[0] != b:

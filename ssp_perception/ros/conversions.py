@@ -9,7 +9,7 @@ output carries the input's stamp and frame_id.
 
 The replay's side (messages of the rosbags type store, serialised CDR bytes) is here too:
 :func:`stamp_ns`, :func:`cdr_stamp_ns`, :func:`mono8_array`, :func:`rgb8_image_message`,
-:func:`status_sample` and :func:`ros_type_name`.
+:func:`status_fields` and :func:`ros_type_name`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from sensor_msgs.msg import CompressedImage, Image
 from ssp_msgs.msg import ClassInfo, SegmentationStatus
 from std_msgs.msg import Header
 
-from .replay.report import StatusSample
 from ..classes import ClassSet
 from ..encodings import decode_compressed, decode_image, RawImage, to_raw
 
@@ -271,14 +270,17 @@ def rgb8_image_message(typestore: Any, header: Any, rgb: np.ndarray) -> Any:
                                        is_bigendian=0, step=3 * w, data=rgb.reshape(-1))
 
 
-def status_sample(msg: Any, reset_names: dict[int, str]) -> StatusSample:
-    """Return the report's :class:`StatusSample` of a SegmentationStatus message."""
-    return StatusSample(
-        frame_index=int(msg.frame_index), temporal_state_used=bool(msg.temporal_state_used),
-        reset_reason=reset_names.get(int(msg.reset_reason), str(msg.reset_reason)),
-        registration_success=bool(msg.registration_success),
-        tc_estimate=float(msg.tc_estimate), label_flip_rate=float(msg.label_flip_rate),
-        similarity_mean=float(msg.similarity_mean), mean_confidence=float(msg.mean_confidence),
-        total_ms=float(msg.total_ms), model_ms=float(msg.model_ms),
-        registration_ms=float(msg.registration_ms), fuse_ms=float(msg.fuse_ms),
-        frames_dropped=int(msg.frames_dropped))
+def status_fields(msg: Any, reset_names: dict[int, str]) -> dict[str, Any]:
+    """Return the fields of the replay report's ``StatusSample`` from a SegmentationStatus."""
+    return {
+        "frame_index": int(msg.frame_index),
+        "temporal_state_used": bool(msg.temporal_state_used),
+        "reset_reason": reset_names.get(int(msg.reset_reason), str(msg.reset_reason)),
+        "registration_success": bool(msg.registration_success),
+        "tc_estimate": float(msg.tc_estimate), "label_flip_rate": float(msg.label_flip_rate),
+        "similarity_mean": float(msg.similarity_mean),
+        "mean_confidence": float(msg.mean_confidence),
+        "total_ms": float(msg.total_ms), "model_ms": float(msg.model_ms),
+        "registration_ms": float(msg.registration_ms), "fuse_ms": float(msg.fuse_ms),
+        "frames_dropped": int(msg.frames_dropped),
+    }

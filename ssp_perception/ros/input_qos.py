@@ -167,3 +167,10 @@ class InputSubscription:
         line = self.update()
         if line is not None:
             self._node.get_logger().info(line)
+
+    def close(self) -> None:
+        """Destroy the subscription, and one still retiring from a handover."""
+        for sub in (self._retiring, self.subscription):
+            if sub is not None:
+                self._node.destroy_subscription(sub)
+        self._retiring = None

@@ -30,6 +30,7 @@ Decisions:
 
 from __future__ import annotations
 
+import argparse
 import copy
 from dataclasses import replace
 import hashlib
@@ -46,10 +47,12 @@ from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
                               ParameterException)
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNodeMixin
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import CompressedImage, Image
 from ssp_msgs.msg import ClassInfo, SegmentationStatus
 from ssp_msgs.srv import ResetStreams
@@ -57,11 +60,13 @@ from std_msgs.msg import Header
 import torch
 
 from . import conversions, ros_cli
+from .errors import StartupError
 from .input_qos import InputSubscription
-from .params import build_configs, parameter_specs, plain_value
+from .managed import ManagedNodeMixin, spin_until_finalized
+from .params import build_configs, parameter_specs, ParamSpec, plain_value
 from .worker import Outputs, StreamWorker, window_values
 from ..artifact import ArtifactError, ArtifactMeta, read_meta
-from ..cli import entry, run_main, UsageError
+from ..cli import ArgumentParser, entry, run_main, UsageError
 from ..encodings import palette_lut
 from ..stream import Segmenter
 from ..synthetic import synthetic_frames
@@ -76,16 +81,16 @@ ARTIFACT_EXPECTATION = ("an ssp_perception model artifact: a .safetensors file w
                         "ssp_perception.artifact.save_artifact (e.g. by the ssp_training export)")
 
 
-class StartupError(RuntimeError):
-    """Raise when the node cannot start: bad parameters or an unusable model file."""
-
-
 class SegmentationNode(Node):
     """Segment one or more camera streams with one shared SSP model."""
+
+    lifecycle_state = ""
+    """Lifecycle state of a managed node ("active", ...); empty: the plain node has none."""
 
     def __init__(self, node_name: str = "ssp_node", **node_kwargs: Any) -> None:
         super().__init__(node_name, **node_kwargs)
         self.workers: dict[str, StreamWorker] = {}
+        self._input_topics: dict[str, tuple[type, str]] = {}   # stream id -> (type, topic)
         try:
             self._start()
         except BaseException:
@@ -96,27 +101,29 @@ class SegmentationNode(Node):
             raise
 
     def _start(self) -> None:
-        # Three phases, each of which may fail with a StartupError before the next begins.
+        # The phases, each of which may fail with a StartupError before the next begins. The
+        # managed node (ros/managed.py) runs the same phases from its lifecycle transitions.
+        self._declare()
         self._configure()
-        self.segmenter, self.model_id, self.meta = self._load_model()
-        self.palette = palette_lut(self.segmenter.class_set.colors)
-        self._warm_up()
-        self._create_interfaces()
-        self.get_logger().info(
-            f"segmenting {', '.join(self.workers)} with {self.model_id} "
-            f"({self.meta.model.preset}, {self.config.backend}/{self.config.device}/"
-            f"{self.config.dtype}, network input {self._network_size()})")
+        self._load()
+        self._create_outputs()
+        self._create_services()
+        self._start_inputs()
+        self.get_logger().info(f"segmenting {', '.join(self.workers)} with {self._summary()}")
 
     # -- start-up ---------------------------------------------------------------------------
 
-    def _configure(self) -> None:
-        """Phase 1: declare the parameters and validate them (configs, model file, device)."""
+    def _declare(self) -> None:
+        """Phase 1a: declare the parameters (typed from the configs)."""
         self._specs = {s.name: s for s in parameter_specs()}
         self._values = self._declare_parameters()
         # ROS ignores parameters a node does not declare: name the closest one instead.
         given = getattr(self, "_parameter_overrides", {})   # command line and params files
         for line in ros_cli.undeclared_warnings(given, self._specs):
             self.get_logger().warning(line)
+
+    def _configure(self) -> None:
+        """Phase 1b: validate the parameter values (configs, model file, device)."""
         try:
             self.config, self._stream_cfg, self._reg_cfg = build_configs(self._values)
         except ValueError as err:
@@ -124,36 +131,86 @@ class SegmentationNode(Node):
         self.model_path = _resolve_model_path(self.config.model_path)
         _check_device(self.config.device)
 
-    def _create_interfaces(self) -> None:
-        """Phase 3: subscriptions, publishers, services and timers; start the workers."""
+    def _load(self) -> None:
+        """Phase 2: load the model and warm it up."""
+        self.segmenter, self.model_id, self.meta = self._load_model()
+        self.palette = palette_lut(self.segmenter.class_set.colors)
+        self._warm_up()
+
+    def _summary(self) -> str:
+        """Return the loaded model and how it runs, for the log."""
+        return (f"{self.model_id} ({self.meta.model.preset}, {self.config.backend}/"
+                f"{self.config.device}/{self.config.dtype}, network input "
+                f"{self._network_size()})")
+
+    def _create_outputs(self) -> None:
+        """Phase 3a: the streams (publishers and workers, no input yet) and class_info."""
         self._create_streams()
-        self._class_info_pub = self.create_publisher(
+        self._class_info_pub = self._create_output_publisher(
             ClassInfo, "class_info", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                                                 durability=DurabilityPolicy.TRANSIENT_LOCAL))
         self._publish_class_info()
+
+    def _create_services(self) -> None:
+        """Phase 3b: the reset service, diagnostics and the parameter callbacks."""
         self._reset_srv = self.create_service(ResetStreams, "reset", self._on_reset)
         self._diag_pub = self.create_publisher(
             DiagnosticArray, "/diagnostics", QoSProfile(depth=10))
         self._diag_timer = self.create_timer(
             self.config.diagnostics_period_s, self._publish_diagnostics,
             clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+
+    def _start_inputs(self) -> None:
+        """Phase 3c: subscribe to the inputs and start the workers."""
+        for stream_id, worker in self.workers.items():
+            msg_type, name = self._input_topics[stream_id]
+            worker.input = InputSubscription(self, msg_type, name, worker.offer,
+                                             self.config.input_reliability,
+                                             worker.on_incompatible_qos)
         # Publishers of the inputs: matched / incompatible events react at once when the graph
         # already lists the publisher; this timer catches the rest.
         self._qos_timer = self.create_timer(
             QOS_CHECK_PERIOD_S, self._update_input_qos,
             clock=Clock(clock_type=ClockType.STEADY_TIME))
-        self.add_on_set_parameters_callback(self._validate_parameters)
-        self.add_post_set_parameters_callback(self._apply_parameters)
         for worker in self.workers.values():
             worker.start()
         self._update_input_qos()
+
+    def _stop_inputs(self) -> None:
+        """Undo phase 3c: unsubscribe and stop the workers after the frame in progress."""
+        timer, self._qos_timer = getattr(self, "_qos_timer", None), None
+        if timer is not None:
+            self.destroy_timer(timer)
+        for worker in self.workers.values():
+            if worker.input is not None:
+                worker.input.close()
+                worker.input = None
+            worker.stop()
+
+    def _destroy_outputs(self) -> None:
+        """Undo phase 3a: destroy the streams' publishers and workers, and class_info."""
+        for worker in self.workers.values():
+            for pub in worker.outputs.publishers():
+                self.destroy_publisher(pub)
+        self.workers.clear()
+        self._input_topics.clear()
+        pub, self._class_info_pub = getattr(self, "_class_info_pub", None), None
+        if pub is not None:
+            self.destroy_publisher(pub)
+
+    def _create_output_publisher(self, msg_type: type, topic: str, qos: QoSProfile,
+                                 **kwargs: Any) -> Any:
+        """Create an output publisher (the managed node makes lifecycle publishers)."""
+        return self.create_publisher(msg_type, topic, qos, **kwargs)
 
     def _declare_parameters(self) -> dict[str, Any]:
         values = {}
         for spec in self._specs.values():
             descriptor = ParameterDescriptor(name=spec.name, type=spec.type_,
                                              description=spec.description,
-                                             read_only=spec.read_only)
+                                             read_only=self._read_only(spec))
             default = (Parameter.Type(spec.type_) if spec.default is None else spec.default)
             try:
                 param = self.declare_parameter(spec.name, default, descriptor)
@@ -164,6 +221,10 @@ class SegmentationNode(Node):
                                    f"doubles with a decimal point): {err}") from None
             values[spec.name] = param.value
         return values
+
+    def _read_only(self, spec: ParamSpec) -> bool:
+        """Return whether a parameter is fixed once declared (the managed node relaxes this)."""
+        return spec.read_only
 
     def _load_model(self) -> tuple[Segmenter, str, ArtifactMeta]:
         """Phase 2: read the artifact and build the segmenter on the configured device."""
@@ -243,8 +304,8 @@ class SegmentationNode(Node):
             if not enabled:
                 return None
             # rclpy applies qos_overrides by mutating the profile it is given: pass a copy.
-            return self.create_publisher(msg, _join(ns, suffix), copy.copy(qos),
-                                         qos_overriding_options=overrides)
+            return self._create_output_publisher(msg, _join(ns, suffix), copy.copy(qos),
+                                                 qos_overriding_options=overrides)
 
         outputs = Outputs(
             status=publisher(True, SegmentationStatus, "status", QoSProfile(depth=10)),
@@ -255,10 +316,8 @@ class SegmentationNode(Node):
             rejected=publisher(True, DiagnosticArray, "rejected", QoSProfile(depth=10)))
         stream = self.segmenter.new_stream(self._stream_cfg, self._reg_cfg)
         stream_id = self.resolve_topic_name(name)       # remapped and expanded
-        worker = StreamWorker(self, stream_id, stream, outputs, decode)
-        worker.input = InputSubscription(self, msg_type, name, worker.offer,
-                                         cfg.input_reliability, worker.on_incompatible_qos)
-        self.workers[stream_id] = worker
+        self.workers[stream_id] = StreamWorker(self, stream_id, stream, outputs, decode)
+        self._input_topics[stream_id] = (msg_type, name)
 
     def _update_input_qos(self) -> None:
         """Follow the inputs' publishers (auto reliability); log who publishes with what QoS."""
@@ -332,13 +391,16 @@ class SegmentationNode(Node):
         self._diag_pub.publish(conversions.diagnostic_array(statuses, stamp))
 
     def _model_diagnostic(self) -> Any:
-        cfg = self.config
-        values = {"model_path": str(self.model_path), "model_id": self.model_id,
-                  "preset": self.meta.model.preset, "class_set": self.meta.class_set.name,
-                  "backend": cfg.backend, "device": cfg.device, "dtype": cfg.dtype,
-                  "network_input": str(self._network_size()), "streams": len(self.workers)}
         return conversions.diagnostic_status(f"{self.get_fully_qualified_name()}: model",
-                                             self.model_id, "ok", "model loaded", values)
+                                             self.model_id, "ok", "model loaded",
+                                             self._model_values())
+
+    def _model_values(self) -> dict[str, Any]:
+        cfg = self.config
+        return {"model_path": str(self.model_path), "model_id": self.model_id,
+                "preset": self.meta.model.preset, "class_set": self.meta.class_set.name,
+                "backend": cfg.backend, "device": cfg.device, "dtype": cfg.dtype,
+                "network_input": str(self._network_size()), "streams": len(self.workers)}
 
     def _stream_diagnostic(self, worker: StreamWorker, now: float) -> Any:
         cfg = self.config
@@ -430,6 +492,27 @@ def _join(ns: str, name: str) -> str:
 # ---- Entry point ---------------------------------------------------------------------------
 
 
+class ManagedSegmentationNode(ManagedNodeMixin, LifecycleNodeMixin, SegmentationNode):
+    """ssp_node as a managed (lifecycle) node: the phases of SegmentationNode run on transitions.
+
+    The transitions are in ``ros/managed.py``; this class only puts the parts together.
+    """
+
+    def __init__(self, node_name: str = "ssp_node", **node_kwargs: Any) -> None:
+        SegmentationNode.__init__(self, node_name, **node_kwargs)   # -> ManagedNodeMixin._start
+        LifecycleNodeMixin.__init__(self)
+
+
+def _parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = ArgumentParser(
+        prog="ssp_node", description="Segment camera streams with SSP (docs/NODE.md). ROS "
+        "arguments go after --ros-args (parameters, remappings).")
+    parser.add_argument("--managed", action="store_true",
+                        help="start as a managed (lifecycle) node in the unconfigured state: "
+                             "configure loads the model, activate subscribes (docs/NODE.md)")
+    return parser.parse_args(remove_ros_args(argv)[1:])
+
+
 def main(args: list[str] | None = None) -> int:
     """Run ssp_node until Ctrl-C or SIGTERM; return the exit status (:mod:`ssp_perception.cli`).
 
@@ -437,26 +520,31 @@ def main(args: list[str] | None = None) -> int:
     parameter file or model) exits 2 with one line; Ctrl-C 130 and SIGTERM 143 after the
     workers stopped and the context was shut down.
     """
-    args = list(sys.argv if args is None else args)
-    if any(a in ("-h", "--help") for a in ros_cli.user_args(args)):
+    argv = list(sys.argv if args is None else args)
+    if any(a in ("-h", "--help") for a in ros_cli.user_args(argv)):
         print(ros_cli.usage(parameter_specs()))
         return 0
-    return run_main(lambda: _run(args), "ssp_node", usage_errors=(ros_cli.RosArgsError,),
+    return run_main(lambda: _run(argv), "ssp_node", usage_errors=(ros_cli.RosArgsError,),
                     interrupted="streams stopped, node shut down")
 
 
-def _run(args: list[str]) -> int:
+def _run(argv: list[str]) -> int:
+    options = _parse_args(argv)          # a usage error exits with code 2, before ROS starts
     context = rclpy.Context()
-    ros_cli.init(args, context)
+    ros_cli.init(argv, context)
     node = None
     try:
         try:
-            node = SegmentationNode(context=context)
+            node = (ManagedSegmentationNode if options.managed else SegmentationNode)(
+                context=context)
         except StartupError as err:
             raise UsageError(f"cannot start: {err}") from None
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
-        executor.spin()
+        if options.managed:
+            spin_until_finalized(executor, node)
+        else:
+            executor.spin()
     except ExternalShutdownException:
         pass
     finally:

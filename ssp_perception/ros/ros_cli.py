@@ -119,11 +119,14 @@ def undeclared_warnings(given: Iterable[str], declared: Iterable[str]) -> list[s
 def usage(specs: Iterable[Any]) -> str:
     """Return ``ssp_node --help``: how to pass ROS arguments, then every parameter."""
     lines = [
-        "usage: ssp_node [--help] [--ros-args [-p NAME:=VALUE]... [--params-file FILE]...",
-        "                [-r FROM:=TO]... [--log-level LEVEL]]",
+        "usage: ssp_node [--help] [--managed] [--ros-args [-p NAME:=VALUE]...",
+        "                [--params-file FILE]... [-r FROM:=TO]... [--log-level LEVEL]]",
         "",
         "Segment camera streams with SSP and publish labels, color, overlay, confidence,",
         "status, rejected and /diagnostics (docs/NODE.md).",
+        "",
+        "  --managed             start as a managed (lifecycle) node in the unconfigured",
+        "                        state: configure loads the model, activate subscribes",
         "",
         "ROS arguments (after --ros-args):",
         "  -p NAME:=VALUE        set a parameter (YAML value: 0.5, true, [a, b])",

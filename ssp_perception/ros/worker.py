@@ -87,6 +87,11 @@ class Outputs:
     rejected: Any = None
     """`rejected`: one DiagnosticArray per rejected frame, stamped with the frame's header."""
 
+    def publishers(self) -> list[Any]:
+        """Return the publishers that exist (status first)."""
+        return [p for p in (self.status, self.labels, self.color, self.overlay,
+                            self.confidence) if p is not None]
+
 
 class StreamWorker:
     """Run one camera stream: a one-slot mailbox filled by the callback, drained by a thread."""
@@ -114,13 +119,17 @@ class StreamWorker:
         self._loss = FrameLossCounter()
         self.input: Any = None          # the InputSubscription (set by the node)
         self.trace: list[FrameStats] | None = None   # benchmarks: every frame's record
-        self._thread = threading.Thread(target=self._run, name=f"ssp_stream{stream_id}",
-                                        daemon=True)
+        self._thread: threading.Thread | None = None
 
     # -- called from the executor thread ----------------------------------------------------
 
     def start(self) -> None:
-        """Start the worker thread."""
+        """Start the worker thread (again after :meth:`stop`: a managed node's activate)."""
+        with self._cond:
+            self._stopping = False
+            self.stats.last_receive = time.monotonic()   # input timeout counts from now
+        self._thread = threading.Thread(target=self._run, name=f"ssp_stream{self.stream_id}",
+                                        daemon=True)
         self._thread.start()
 
     @property
@@ -176,12 +185,17 @@ class StreamWorker:
             return self._pending is None and not self._busy
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the thread after the frame in progress (a waiting frame is left unprocessed)."""
+        """Stop the thread after the frame in progress; a waiting frame counts as dropped."""
         with self._cond:
             self._stopping = True
             self._cond.notify()
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout)
+        with self._cond:
+            if self._pending is not None:
+                self._pending = None
+                self.stats.dropped += 1
+                self.stats.window_dropped += 1
 
     def take_window(self) -> tuple[StreamStats, list[FrameStats], float]:
         """Return a copy of the counters, the period's frames and its length; start a new one."""
@@ -284,6 +298,7 @@ class StreamWorker:
             input_age_ms=age_ms, input_period_ms=counters.pop("input_period_ms"))
         if result.reset_reason == "manual" and self._state_note:
             status.reset_detail = self._state_note
+        status.lifecycle_state = self.node.lifecycle_state
         self.outputs.status.publish(status)
         self._last_publish_ms = _ms_since(t_pub)
         self._record(result, status.total_ms, decode_ms, age_ms)

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 from safetensors.torch import load_file, save_file
+from ssp_perception.files import atomic_write_json
 import torch
 
 LATEST = "latest.json"
@@ -37,15 +38,6 @@ STATE_JSON = "train_state.json"
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, incomplete or does not match the run that loads it."""
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -142,7 +134,7 @@ def save_checkpoint(run_dir: Path, epoch: int, write_model: Callable[[Path], Non
         shutil.rmtree(final)
     os.rename(partial, final)
     _fsync_dir(root)
-    _write_json_atomic(root / LATEST, {"epoch": epoch, "dir": name})
+    atomic_write_json(root / LATEST, {"epoch": epoch, "dir": name}, indent=1, durable=True)
     for old in root.iterdir():
         if old.name not in (name, LATEST) and (old.name.startswith("epoch_")
                                                or old.name.startswith(".epoch_")):
@@ -171,3 +163,17 @@ def load_train_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     tensors = load_file(str(Path(folder) / STATE_TENSORS))
     values = json.loads((Path(folder) / STATE_JSON).read_text(encoding="utf-8"))
     return tensors, values
+
+
+def prune_checkpoints(run_dir: Path) -> int:
+    """Remove ``<run>/checkpoints/`` (the resume state of a finished run); return bytes freed.
+
+    A finished run's artifact is ``<run>/model.safetensors``; its last checkpoint holds the same
+    weights plus the optimiser state (twice the model again), only needed to resume.
+    """
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return 0
+    freed = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    shutil.rmtree(root)
+    return freed

@@ -11,11 +11,11 @@ not; ``--out`` writes both rows' numbers and the verdict as JSON.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from pathlib import Path
 import sys
 from typing import Any
+
+from ssp_perception.files import atomic_write_json
 
 from .eval.report import read_report
 
@@ -61,9 +61,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{verdict['miou_delta']:+.2f} (need >= {-args.max_miou_drop}): "
           f"{'MET' if verdict['met'] else 'NOT MET'}")
     if args.out:
-        tmp = Path(args.out).with_name(f".{Path(args.out).name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(verdict, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, args.out)
+        atomic_write_json(args.out, verdict, sort_keys=False, indent=1)
     return 0 if verdict["met"] else 1
 
 

@@ -8,7 +8,8 @@ Usage::
     ssp_eval --checkpoint C --data D --render                  # + side-by-side videos per clip
 
 For every checkpoint it reports mIoU (pooled over labelled frames, per class too), TC (flow
-warped consecutive predictions, SSP_SPEC §7.3, out-of-view pixels ignored), parameters,
+warped consecutive predictions, SSP_SPEC §7.3, out-of-view pixels as class 0 like Ref unless
+``--tc-out-of-view ignore``), parameters,
 GFLOPs (torch's FLOP counter), latency and FPS at the evaluation size. Outputs go to the
 ``--out`` folder: ``eval.json`` (or ``--json``), ``table.md`` (the layout of the paper's
 table, also printed), ``per_class.md``, ``plots/`` and, with ``--render``, ``render/``.
@@ -39,6 +40,7 @@ from ssp_perception.streaming import NonFiniteOutputError
 import torch
 from torch import nn
 
+from . import parity
 from .baselines import load_video_model
 from .data.dataset import ClipSequence, DatasetInfo, SequenceDataset, sibling
 from .data.files import DataError
@@ -51,6 +53,7 @@ from .eval.tables import per_class_table, results_table
 from .flow import create_flow_provider, FlowProvider
 
 FLOW_CHOICES = ("auto", "gt", "dis", "raft")
+REGISTRATION_CHOICES = ("auto", "orb", "sift", "disk_lightglue")
 ROW_NAMES = {"image": "image model", "ssp": "SSP", "dff": "DFF", "netwarp": "NetWarp",
              "tcb_ppm": "TCB-PPM", "tcb_ocr": "TCB-OCR"}
 
@@ -168,9 +171,67 @@ def load_checkpoints(paths: list[str], info: DatasetInfo,
     return loaded
 
 
-def build_entries(ckpts: list[LoadedCheckpoint], args: argparse.Namespace) -> list[Entry]:
+def trained_data_section(ckpt: LoadedCheckpoint) -> dict[str, Any]:
+    """Return the ``data`` section of the recipe an artifact was trained with ({} if none)."""
+    recipe = ckpt.meta.provenance.get("recipe")
+    data = recipe.get("data") if isinstance(recipe, dict) else None
+    return data if isinstance(data, dict) else {}
+
+
+def homography_for(ckpt: LoadedCheckpoint, args: argparse.Namespace,
+                   dataset_has_homographies: bool) -> str:
+    """Resolve ``--homography`` for one SSP checkpoint.
+
+    ``auto`` takes the mode the artifact was trained with (so the no-registration ablation is
+    evaluated with the identity); a "dataset" training on a dataset without homographies, or an
+    artifact without a recipe, uses the registrator.
+    """
+    if args.homography != "auto":
+        return args.homography
+    trained = trained_data_section(ckpt).get("homography", "registrator")
+    if trained == "dataset" and not dataset_has_homographies:
+        return "registrator"
+    return trained if trained in HOMOGRAPHY_SOURCES else "registrator"
+
+
+def registration_for(ckpt: LoadedCheckpoint, args: argparse.Namespace,
+                     device: torch.device) -> RegistrationConfig:
+    """Resolve ``--registration`` for one SSP checkpoint.
+
+    ``disk_lightglue`` (the paper's registrator) needs the DISK and LightGlue weight files:
+    ``--disk-weights``/``--lightglue-weights`` or the paths in the artifact's recipe. Its
+    settings are the artifact's recipe's when it trained with DISK + LightGlue, else the
+    reference-parity ones (:data:`ssp_training.parity.REGISTRATION`). ``auto`` picks it when
+    the weights exist and ORB otherwise (said in the report's settings).
+    """
+    trained = trained_data_section(ckpt).get("registration") or {}
+    disk = args.disk_weights or trained.get("disk_weights", "")
+    glue = args.lightglue_weights or trained.get("lightglue_weights", "")
+    have = bool(disk and glue and Path(disk).is_file() and Path(glue).is_file())
+    method = args.registration
+    if method == "auto":
+        method = "disk_lightglue" if have else "orb"
+    if method != "disk_lightglue":
+        return RegistrationConfig(method=method)
+    if not have:
+        raise EvalError(f"--registration disk_lightglue needs the DISK and LightGlue weight "
+                        f"files (--disk-weights, --lightglue-weights; got {disk or 'none'!r} "
+                        f"and {glue or 'none'!r}); or use --registration orb")
+    base = dict(parity.REGISTRATION)
+    if trained.get("method") == "disk_lightglue":
+        base.update(trained)
+    try:
+        return RegistrationConfig(**{**base, "disk_weights": disk, "lightglue_weights": glue,
+                                     "device": str(device)})
+    except (TypeError, ValueError) as err:
+        raise EvalError(f"registration of {ckpt.path}: {err}") from None
+
+
+def build_entries(ckpts: list[LoadedCheckpoint], args: argparse.Namespace,
+                  dataset_has_homographies: bool = True,
+                  device: torch.device | None = None) -> list[Entry]:
     """Return the rows to evaluate: each checkpoint's method, plus image rows if asked."""
-    registration = RegistrationConfig(method=args.registration)
+    device = device or torch.device("cpu")
     rows: list[tuple[str, Predictor, dict[str, Any], LoadedCheckpoint]] = []
     for i, c in enumerate(ckpts):
         given = args.names[i] if args.names else ""
@@ -181,10 +242,15 @@ def build_entries(ckpts: list[LoadedCheckpoint], args: argparse.Namespace) -> li
             if args.with_image_model:
                 rows.append((ROW_NAMES["image"], ImagePredictor(c.model.image_model),
                              {"propagation": False}, c))
+            homography = homography_for(c, args, dataset_has_homographies)
+            registration = (registration_for(c, args, device) if homography == "registrator"
+                            else RegistrationConfig(method="identity"))
             rows.append((given or ROW_NAMES["ssp"],
-                         SSPPredictor(c.model, args.homography, registration,
+                         SSPPredictor(c.model, homography, registration,
                                       args.on_registration_failure),
-                         {"homography": args.homography, "registration": args.registration,
+                         {"homography": homography,
+                          **({"registration": registration.method}
+                             if homography == "registrator" else {}),
                           "on_registration_failure": args.on_registration_failure}, c))
         else:
             rows.append((given or ROW_NAMES[c.kind], BaselinePredictor(c.model),
@@ -202,7 +268,11 @@ def pick_flow(args: argparse.Namespace, info: DatasetInfo, first_clip: list[Path
     name = args.flow
     has_gt = len(first_clip) > 1 and sibling(first_clip[1], "flow").is_file()
     if name == "auto":
-        name = "gt" if has_gt else ("raft" if args.flow_weights else "dis")
+        if not has_gt and not args.flow_weights:
+            raise EvalError(f"{info.root} has no ground-truth flow, and the paper's TC uses "
+                            "RAFT (SSP_SPEC §7.3): give --flow-weights (a raft_large state "
+                            "dict), or choose --flow dis for an offline estimate")
+        name = "gt" if has_gt else "raft"
     if name == "gt":
         if not has_gt:
             raise EvalError(f"--flow gt needs ground-truth flow (data/<clip>/flow/*.npz) and "
@@ -237,7 +307,8 @@ def _normaliser(meta: ArtifactMeta, device: torch.device):
 
 
 def _render_plan(ckpts: list[LoadedCheckpoint], args: argparse.Namespace, out: Path,
-                 info: DatasetInfo) -> RenderPlan | None:
+                 info: DatasetInfo, has_homographies: bool,
+                 device: torch.device) -> RenderPlan | None:
     if not args.render:
         return None
     ssp = next((c for c in ckpts if c.kind == "ssp"), None)
@@ -245,10 +316,9 @@ def _render_plan(ckpts: list[LoadedCheckpoint], args: argparse.Namespace, out: P
         raise EvalError("--render draws the image model and SSP side by side and needs an SSP "
                         "checkpoint among --checkpoint")
     model: SSPModel = ssp.model
-    return RenderPlan(image=ImagePredictor(model.image_model),
-                      ssp=SSPPredictor(model, args.homography,
-                                       RegistrationConfig(method=args.registration),
-                                       args.on_registration_failure),
+    entry = next(e for e in build_entries([ssp], args, has_homographies, device)
+                 if e.predictor.kind == "ssp")
+    return RenderPlan(image=ImagePredictor(model.image_model), ssp=entry.predictor,
                       class_set=info.class_set, out_dir=out / "render", fps=info.fps)
 
 
@@ -271,10 +341,15 @@ def check_homography_source(args: argparse.Namespace, ckpts: list[LoadedCheckpoi
                             info: DatasetInfo, first_clip: list[Path]) -> None:
     """Raise :class:`EvalError` if SSP should read homographies the dataset does not have."""
     uses_ssp = any(c.kind == "ssp" for c in ckpts) and not args.no_propagation
-    if (uses_ssp and args.homography == "dataset" and len(first_clip) > 1
-            and not sibling(first_clip[1], "registration").is_file()):
+    if (uses_ssp and args.homography == "dataset"
+            and not dataset_has_homographies(first_clip)):
         raise EvalError(f"--homography dataset needs data/<clip>/registration/*.npy and "
                         f"{info.root} has none; use --homography registrator")
+
+
+def dataset_has_homographies(first_clip: list[Path]) -> bool:
+    """Return whether the dataset stores homographies (checked on its first clip)."""
+    return len(first_clip) > 1 and sibling(first_clip[1], "registration").is_file()
 
 
 def write_outputs(args: argparse.Namespace, results: list[ModelResult], info: dict[str, Any],
@@ -316,7 +391,8 @@ def evaluate(args: argparse.Namespace) -> list[ModelResult]:
     first_clip = list(clips[0].frames)
     flow_name, flow = pick_flow(args, info, first_clip, device)
     check_homography_source(args, ckpts, info, first_clip)
-    entries = build_entries(ckpts, args)
+    has_h = dataset_has_homographies(first_clip)
+    entries = build_entries(ckpts, args, has_h, device)
     for entry in entries:
         entry.predictor.module.eval()
     to_frame = _normaliser(ckpts[0].meta, device)
@@ -326,7 +402,7 @@ def evaluate(args: argparse.Namespace) -> list[ModelResult]:
     flops_frames = [to_frame(clips[0].frame(i)) for i in
                     range(min(len(clips[0]), settings.flops_skip + settings.flops_frames))]
     clip_iter = ((c.name, itertools.islice(c, args.max_frames or None)) for c in clips)
-    render = _render_plan(ckpts, args, Path(args.out), info)
+    render = _render_plan(ckpts, args, Path(args.out), info, has_h, device)
     # The renderings are staged: an error or Ctrl-C leaves <out>/render as it was.
     with (staged_dir(render.out_dir, RENDER_TOOL, force=True, legacy=is_legacy_render)
           if render else contextlib.nullcontext()) as stage:
@@ -345,7 +421,10 @@ def _write_report(args: argparse.Namespace, results: list[ModelResult], info: Da
         "dataset": {"root": str(info.root), "split": args.split, "source": info.source,
                     "class_set": info.class_set.to_dict(), "clips": len(clips)},
         "settings": {"size": list(size), "flow": flow_name, "homography": args.homography,
-                     "registration": args.registration, "tc_out_of_view": args.tc_out_of_view,
+                     "registration": args.registration,
+                     "resolved": {r.name: {k: r.extra[k] for k in ("homography", "registration")
+                                           if k in r.extra} for r in results},
+                     "tc_out_of_view": args.tc_out_of_view,
                      "device": str(device), "threads": torch.get_num_threads(),
                      "max_frames": args.max_frames, "units": "scores in %, GFLOPs per frame"}}
     write_outputs(args, results, report_info, device)
@@ -366,20 +445,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--names", nargs="+", help="row names, one per checkpoint")
     p.add_argument("--flow", choices=FLOW_CHOICES, default="auto",
                    help="TC flow: ground truth, DIS, RAFT; auto = gt if the dataset has it, "
-                        "else raft with --flow-weights, else dis")
+                        "else raft (the paper's; needs --flow-weights)")
     p.add_argument("--flow-weights", default="",
                    help="torchvision raft_large weights for --flow raft (nothing is downloaded)")
-    p.add_argument("--flow-iterations", type=int, default=20,
+    p.add_argument("--flow-iterations", type=int, default=parity.EVAL["flow_iterations"],
                    help="RAFT iterations for the TC flow (20 in the paper)")
-    p.add_argument("--homography", choices=HOMOGRAPHY_SOURCES, default="registrator",
-                   help="SSP homography: estimated (what the node does), the dataset's ground "
-                        "truth, or identity")
-    p.add_argument("--registration", choices=("orb", "sift"), default="orb",
-                   help="feature registrator when --homography registrator")
-    p.add_argument("--on-registration-failure", choices=FAILURE_POLICIES, default="reset",
-                   help="SSP when registration fails: reset the state or fuse unaligned (Ref)")
-    p.add_argument("--tc-out-of-view", choices=("ignore", "class0"), default="ignore",
-                   help="TC pixels whose flow leaves the image: ignored, or class 0 as in Ref")
+    p.add_argument("--homography", choices=("auto",) + HOMOGRAPHY_SOURCES, default="auto",
+                   help="SSP homography: auto = the mode the artifact was trained with, "
+                        "estimated (what the node does), the dataset's ground truth, identity")
+    p.add_argument("--registration", choices=REGISTRATION_CHOICES, default="auto",
+                   help="registrator for estimated homographies; auto = disk_lightglue (the "
+                        "paper's) when its weights exist, else orb")
+    p.add_argument("--disk-weights", default="",
+                   help="DISK weights for disk_lightglue (default: the artifact recipe's)")
+    p.add_argument("--lightglue-weights", default="",
+                   help="LightGlue-for-DISK weights (default: the artifact recipe's)")
+    p.add_argument("--on-registration-failure", choices=FAILURE_POLICIES,
+                   default=parity.EVAL["on_registration_failure"],
+                   help="SSP when registration fails: fuse unaligned (identity, Ref) or reset "
+                        "the state")
+    p.add_argument("--tc-out-of-view", choices=("ignore", "class0"),
+                   default=parity.EVAL["tc_out_of_view"],
+                   help="TC pixels whose flow leaves the image: class 0 as in Ref, or ignored")
     p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"),
                    help="evaluation size (default: the first checkpoint's input size)")
     p.add_argument("--max-clips", type=int, default=0, help="first N clips only (0 = all)")

@@ -26,21 +26,19 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-import cv2
 import numpy as np
+# DIS flow and label warping live in the core (the TC metric of ssp_replay and ssp_eval);
+# re-exported here so that the flow providers have one home for their users.
+from ssp_perception.config import IMAGENET_MEAN, IMAGENET_STD
+from ssp_perception.consistency import (check_flow_pair, DIS_PRESETS, DISFlow,  # noqa: F401
+                                        warp_labels)
 import torch
 import torch.nn.functional as F
 
 FLOW_SOURCES = ("gt", "dis", "raft")
-DIS_PRESETS = {"ultrafast": cv2.DISOpticalFlow_PRESET_ULTRAFAST,
-               "fast": cv2.DISOpticalFlow_PRESET_FAST,
-               "medium": cv2.DISOpticalFlow_PRESET_MEDIUM}
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @runtime_checkable
@@ -52,36 +50,6 @@ class FlowProvider(Protocol):
     def flow(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Return the (H, W, 2) float32 flow ``F`` with ``a(p) ≈ b(p + F(p))``."""
         ...
-
-
-def _check_pair(a: np.ndarray, b: np.ndarray) -> None:
-    for name, img in (("a", a), ("b", b)):
-        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-            raise ValueError(f"flow input {name} must be an HxWx3 uint8 RGB image, "
-                             f"got {img.dtype} {img.shape}")
-    if a.shape != b.shape:
-        raise ValueError(f"flow inputs differ in size: {a.shape} vs {b.shape}")
-
-
-@dataclass
-class DISFlow:
-    """OpenCV Dense Inverse Search flow on grey images (no weights, runs anywhere)."""
-
-    preset: str = "medium"
-    name: str = "dis"
-
-    def __post_init__(self) -> None:
-        if self.preset not in DIS_PRESETS:
-            raise ValueError(f"unknown DIS preset {self.preset!r}; allowed: {sorted(DIS_PRESETS)}")
-        self._dis = cv2.DISOpticalFlow_create(DIS_PRESETS[self.preset])
-
-    def flow(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Return the (H, W, 2) float32 flow from ``a`` to ``b``."""
-        _check_pair(a, b)
-        ga = cv2.cvtColor(a, cv2.COLOR_RGB2GRAY)
-        gb = cv2.cvtColor(b, cv2.COLOR_RGB2GRAY)
-        # DIS calc(I0, I1) returns F with I0(x) ≈ I1(x + F(x)): exactly our convention.
-        return self._dis.calc(ga, gb, None).astype(np.float32, copy=False)
 
 
 class RAFTFlow:
@@ -116,20 +84,25 @@ class RAFTFlow:
             p.requires_grad_(False)
 
     @torch.no_grad()
-    def flow_batch(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Return (B, 2, H, W) flows for (B, 3, H, W) float RGB batches in [0, 1]."""
+    def flow_batch(self, a: torch.Tensor, b: torch.Tensor,
+                   iterations: int | None = None) -> torch.Tensor:
+        """Return (B, 2, H, W) flows for (B, 3, H, W) float RGB batches in [0, 1].
+
+        ``iterations`` overrides the refinement count of this call (Ref uses 20 for the TC
+        loss and 15 for the KD fusion with the same network).
+        """
         h, w = a.shape[-2:]
         # RAFT needs sides divisible by 8 and at least 128 px (its 4-level correlation
         # pyramid): replicate-pad, then crop the flow back.
         ph, pw = max(128 - h, (-h) % 8), max(128 - w, (-w) % 8)
         a = F.pad(a * 2 - 1, (0, pw, 0, ph), mode="replicate").to(self.device)
         b = F.pad(b * 2 - 1, (0, pw, 0, ph), mode="replicate").to(self.device)
-        flows = self.model(a, b, num_flow_updates=self.iterations)
+        flows = self.model(a, b, num_flow_updates=iterations or self.iterations)
         return flows[-1][..., :h, :w].float()
 
     def flow(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Return the (H, W, 2) float32 flow from ``a`` to ``b``."""
-        _check_pair(a, b)
+        check_flow_pair(a, b)
         ta = torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255.0
         tb = torch.from_numpy(b).permute(2, 0, 1)[None].float() / 255.0
         return self.flow_batch(ta, tb)[0].permute(1, 2, 0).cpu().numpy()
@@ -174,15 +147,17 @@ def denormalize_to_uint8(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) 
     return rgb.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def batch_flow(provider: FlowProvider, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def batch_flow(provider: FlowProvider, a: torch.Tensor, b: torch.Tensor,
+               iterations: int | None = None) -> torch.Tensor:
     """Return (B, 2, H, W) flows from ``a`` to ``b`` for ImageNet-normalised (B, 3, H, W) batches.
 
-    RAFT runs batched on the tensors; other providers run per sample on uint8 copies.
+    RAFT runs batched on the tensors (``iterations`` overrides its refinement count); other
+    providers run per sample on uint8 copies and have no iterations.
     """
     if isinstance(provider, RAFTFlow):
         m = a.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         s = a.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        return provider.flow_batch(a * s + m, b * s + m).to(a.device)
+        return provider.flow_batch(a * s + m, b * s + m, iterations).to(a.device)
     ua, ub = denormalize_to_uint8(a), denormalize_to_uint8(b)
     flows = [torch.from_numpy(provider.flow(x, y)) for x, y in zip(ua, ub)]
     return torch.stack(flows).permute(0, 3, 1, 2).to(a.device)  # (B, H, W, 2) -> (B, 2, H, W)
@@ -235,27 +210,6 @@ def in_view_mask(flow: torch.Tensor) -> torch.Tensor:
     x = torch.round(xs + flow[:, 0])
     y = torch.round(ys + flow[:, 1])
     return ((x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)).unsqueeze(1)
-
-
-def warp_labels(labels: np.ndarray, flow: np.ndarray,
-                fill: int = 255) -> tuple[np.ndarray, np.ndarray]:
-    """Warp an (H, W) integer label map by an (H, W, 2) flow with nearest sampling.
-
-    Return ``(warped, in_view)``: ``warped(p) = labels(p + F(p))`` and ``fill`` where
-    ``p + F(p)`` falls outside the image; ``in_view`` is the (H, W) bool mask of the rest.
-    Used by the TC metric, which ignores out-of-view pixels (our deviation from Ref,
-    SSP_SPEC §7.3/§12.8, which counts them as class 0).
-    """
-    if labels.ndim != 2 or flow.shape != labels.shape + (2,):
-        raise ValueError(f"expected labels (H,W) and flow (H,W,2), got {labels.shape} and "
-                         f"{flow.shape}")
-    h, w = labels.shape
-    xs = np.rint(np.arange(w, dtype=np.float32)[None, :] + flow[..., 0]).astype(np.int64)
-    ys = np.rint(np.arange(h, dtype=np.float32)[:, None] + flow[..., 1]).astype(np.int64)
-    in_view = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
-    warped = np.full_like(labels, fill)
-    warped[in_view] = labels[ys[in_view], xs[in_view]]
-    return warped, in_view
 
 
 def forward_backward_occlusion(flow_ab: torch.Tensor, flow_ba: torch.Tensor,

@@ -65,7 +65,8 @@ class KDSSPTask:
         z_prev = _teacher(batch, "prev_teacher_logits", like)
         if not self.cfg.kd_consistent_labels:
             return z_cur, z_prev
-        fb, ff = self.flow.both(batch)
+        # Ref runs RAFT with 15 iterations here and 20 for the TC loss (SSP_SPEC §4.3).
+        fb, ff = self.flow.both(batch, self.cfg.kd_flow_iterations)
         compose = self.cfg.kd_compose_flows
         occ_cur = forward_backward_occlusion(fb, ff, compose=compose)
         # Ref tests one mask for both frames; with composed flows each frame has its own.

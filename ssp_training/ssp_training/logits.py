@@ -21,17 +21,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 import shutil
 from typing import Any
 
 from ssp_perception.artifact import load_artifact
+from ssp_perception.files import atomic_write_json
 import torch
 from tqdm import tqdm
 
-from .data.dataset import (clip_frames, DatasetInfo, list_clips, load_frame, logits_path,
-                           resize_logits, save_logits, to_tensor_image)
+from .data.frames import (clip_frames, DatasetInfo, list_clips, load_frame, logits_path,
+                          resize_logits, save_logits, to_tensor_image)
 from .distributed import resolve_device
 
 MANIFEST = "logits.json"
@@ -54,9 +54,7 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
 
 
 def _write_manifest(folder: Path, data: dict[str, Any]) -> None:
-    tmp = folder / f".{MANIFEST}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, folder / MANIFEST)
+    atomic_write_json(folder / MANIFEST, data, indent=1)
 
 
 def _parse_size(text: str) -> tuple[int, int]:

@@ -3,7 +3,9 @@
 Every function takes tensors and returns a scalar tensor (or tensors), with no state and no
 flow estimation inside: flows come from :mod:`ssp_training.flow` and are passed in.
 
-Decisions on the Ref quirks of SSP_SPEC §12 that live here (each is also noted at its code):
+Decisions on the Ref quirks of SSP_SPEC §12 that live here (each is also noted at its code).
+The defaults below are ours; the paper recipes select Ref's behaviour wherever it is
+selectable (``ssp_training.parity``, docs/TRAINING.md "The reference-parity profile"):
 
 - §12.2 TC-loss occlusion weight: Ref uses ``|Σ_c diff_c|``. We default to the L1 norm
   ``Σ_c |diff_c|`` because a channel *sum* lets opposite colour changes cancel and trusts

@@ -132,11 +132,14 @@ MODEL_KINDS: dict[str, ModelKind] = {
 
 
 def _baseline_kind(kind: str) -> ModelKind:
-    # Recipes give the ModelConfig only: the baseline takes its spec defaults, with the TCB
-    # widths scaled to the image model's head (BaselineConfig docs).
+    # Without model.options the baseline takes its defaults, with the TCB widths scaled to the
+    # image model's head (BaselineConfig docs); the options are BaselineConfig fields.
     return ModelKind(
         name=kind,
         build=lambda cfg: baselines.create_baseline(cfg, baselines.BaselineConfig(kind=kind)),
+        build_with_options=lambda cfg, options: baselines.create_baseline(
+            cfg, baselines.baseline_options(kind, options)),
+        check_options=lambda options: baselines.baseline_options(kind, options),
         forward=baselines.forward, predict_clip=baselines.predict_clip, video=True,
         offsets=(-1, -2, -3) if kind.startswith("tcb") else (-1,), needs_homography=False,
         save=baselines.save_baseline)

@@ -2,7 +2,8 @@
 
 Everything here is cheap (headers and folder listings, no weights or frames are decoded), so
 ``ssp_train fit`` fails within seconds, with a message that names the recipe key to fix,
-instead of after an epoch. ``ssp_train check`` runs only these checks.
+instead of after an epoch. Every problem found is reported in one error, so one round of
+fixes suffices. ``ssp_train check`` runs only these checks.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from ssp_perception.artifact import ArtifactError, read_meta
 from ssp_perception.classes import ClassSet
 
-from .data.dataset import DatasetInfo, list_clips
+from .data.frames import DatasetInfo, list_clips
 from .logits import read_manifest
 from .model_kinds import get_model_kind
 from .recipes import Recipe, RecipeError
@@ -103,8 +104,11 @@ def check_init(recipe: Recipe) -> str:
     return str(meta.provenance.get("model_kind", "ssp"))
 
 
-def check_teacher(recipe: Recipe, train_clips: tuple[str, ...]) -> None:
-    """Check the exported teacher logits exist, cover the training clips and fit the classes."""
+def check_teacher(recipe: Recipe, train_clips: tuple[str, ...] | None) -> None:
+    """Check the exported teacher logits exist, cover the training clips and fit the classes.
+
+    ``train_clips`` None (the dataset itself is unusable) skips the coverage check.
+    """
     folder = recipe.data.teacher_logits
     if not recipe.loss.uses_teacher:
         return
@@ -120,15 +124,18 @@ def check_teacher(recipe: Recipe, train_clips: tuple[str, ...]) -> None:
         _fail(f"data.teacher_logits {folder} holds {manifest['num_classes']}-class logits but "
               f"the recipe trains {recipe.data.num_classes} classes")
     done = {c for c, n in manifest["clips"].items() if n["done"]}
-    missing = sorted(set(train_clips) - done)
+    missing = sorted(set(train_clips or ()) - done)
     if missing:
         _fail(f"data.teacher_logits {folder} lacks training clips {missing[:5]}"
               f"{' ...' if len(missing) > 5 else ''}; re-run export-logits (it resumes)")
 
 
 def check_files(recipe: Recipe, needs_homography: bool) -> None:
-    """Check the weight files the run will read exist."""
-    named = [("model.backbone_weights", recipe.model.backbone_weights)]
+    """Check the weight files the run will read exist (all missing ones in one error)."""
+    flow_options = recipe.model.options.get("flow") or {}
+    named = [("model.backbone_weights", recipe.model.backbone_weights),
+             ("model.options.flow.raft_weights",
+              flow_options.get("raft_weights", "") if isinstance(flow_options, dict) else "")]
     if recipe.loss.uses_flow and recipe.loss.flow == "raft":
         named.append(("loss.flow_weights", recipe.loss.flow_weights))
     if recipe.val.tc and recipe.val.flow == "raft":
@@ -137,10 +144,11 @@ def check_files(recipe: Recipe, needs_homography: bool) -> None:
         reg = recipe.data.registration
         named += [("data.registration.disk_weights", reg.get("disk_weights", "")),
                   ("data.registration.lightglue_weights", reg.get("lightglue_weights", ""))]
-    for key, path in named:
-        if path and path != "download" and not Path(path).is_file():
-            _fail(f"{key} {path} does not exist; give the path of the weights file "
-                  "(nothing is downloaded)")
+    missing = [f"{key} {path}" for key, path in named
+               if path and path != "download" and not Path(path).is_file()]
+    if missing:
+        _fail(f"{'; '.join(missing)} {'does' if len(missing) == 1 else 'do'} not exist; give "
+              "the path of each weights file (nothing is downloaded)")
 
 
 def check_batch(recipe: Recipe, world_size: int) -> None:
@@ -160,26 +168,61 @@ def _has(info: DatasetInfo, clips: tuple[str, ...], sub: str) -> bool:
     return all((Path(info.root) / "data" / c / sub).is_dir() for c in clips)
 
 
-def preflight(recipe: Recipe, world_size: int = 1) -> PreflightResult:
-    """Run every check; return what they learnt or raise :class:`RecipeError`."""
-    kind = get_model_kind(recipe.model.kind)
-    check_batch(recipe, world_size)
-    check_files(recipe, kind.needs_homography)
-    info, train, val = check_dataset(recipe)
+def check_dataset_content(recipe: Recipe, info: DatasetInfo, clips: tuple[str, ...],
+                          needs_homography: bool) -> None:
+    """Check the dataset has the ground-truth flow and homographies the recipe reads."""
     needs_gt_flow = ((recipe.loss.uses_flow and recipe.loss.flow == "gt")
                      or (recipe.val.tc and recipe.val.flow == "gt"))
-    if needs_gt_flow and not _has(info, train + val, "flow"):
-        _fail(f"flow 'gt' needs ground-truth flow (data/<clip>/flow/), which dataset "
-              f"{info.root} does not have; set loss.flow=dis and val.flow=dis")
-    if (kind.needs_homography and recipe.data.homography == "dataset"
-            and not _has(info, train + val, "registration")):
-        _fail(f"data.homography 'dataset' needs registration/*.npy in {info.root}; set "
-              "data.homography=registrator")
+    problems = []
+    if needs_gt_flow and not _has(info, clips, "flow"):
+        problems.append(f"flow 'gt' needs ground-truth flow (data/<clip>/flow/), which dataset "
+                        f"{info.root} does not have; set loss.flow=dis and val.flow=dis")
+    if (needs_homography and recipe.data.homography == "dataset"
+            and not _has(info, clips, "registration")):
+        problems.append(f"data.homography 'dataset' needs registration/*.npy in {info.root}; "
+                        "set data.homography=registrator")
+    if problems:
+        _fail("; ".join(problems))
+
+
+def check_kd_flow(recipe: Recipe) -> None:
+    """Check the KD label fusion has a flow source that gives both directions."""
     if (recipe.loss.kind == "kd_ssp" and recipe.loss.kd_consistent_labels
             and recipe.loss.flow == "gt"):
         _fail("loss.flow 'gt' cannot feed the KD label fusion (the KD pairs carry no forward "
               "flow); set loss.flow=dis")
-    init_kind = check_init(recipe)
-    check_teacher(recipe, train)
+
+
+def preflight(recipe: Recipe, world_size: int = 1) -> PreflightResult:
+    """Run every check; return what they learnt or raise one :class:`RecipeError` naming all.
+
+    Checks that need the dataset are skipped when the dataset itself is unusable, so each
+    reported problem is real and a fix never reveals a new one that was already there.
+    """
+    kind = get_model_kind(recipe.model.kind)
+    problems: list[str] = []
+
+    def attempt(check, *args):
+        try:
+            return check(*args)
+        except RecipeError as err:
+            problems.append(str(err))
+            return None
+
+    attempt(check_batch, recipe, world_size)
+    attempt(check_files, recipe, kind.needs_homography)
+    attempt(check_kd_flow, recipe)
+    dataset = attempt(check_dataset, recipe)
+    if dataset is not None:
+        info, train, val = dataset
+        attempt(check_dataset_content, recipe, info, train + val, kind.needs_homography)
+    init_kind = attempt(check_init, recipe)
+    attempt(check_teacher, recipe, None if dataset is None else dataset[1])
+    if len(problems) == 1:
+        raise RecipeError(problems[0])
+    if problems:
+        raise RecipeError(f"{len(problems)} problems with recipe {recipe.name}:\n  - "
+                          + "\n  - ".join(problems))
+    info, train, val = dataset
     return PreflightResult(info=info, class_set=info.class_set, train_clips=train,
-                           val_clips=val, init_kind=init_kind)
+                           val_clips=val, init_kind=init_kind or "")

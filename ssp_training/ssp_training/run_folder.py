@@ -10,7 +10,8 @@ from .recipes import dump_recipe, load_recipe, Recipe, RecipeError
 RECIPE_COPY = "recipe.yaml"
 # What a resumed run may change: how it runs and validates, not what it trains.
 RESUME_MAY_CHANGE = ("run.threads", "run.device", "run.log_every", "run.plot",
-                     "data.workers", "val.", "description")
+                     "run.keep_resume_state", "data.workers", "val.", "description")
+SUMMARY = "summary.json"
 
 
 def prepare_run_dir(recipe: Recipe, resume: bool, info: DistInfo) -> None:
@@ -18,8 +19,11 @@ def prepare_run_dir(recipe: Recipe, resume: bool, info: DistInfo) -> None:
     run_dir = recipe.out_dir
     saved = run_dir / RECIPE_COPY
     has_ckpt = (run_dir / "checkpoints" / "latest.json").is_file()
-    if has_ckpt and not resume:
-        raise RecipeError(f"run folder {run_dir} already holds a checkpoint; pass --resume to "
+    # A finished run's resume state may be pruned: its summary still marks it.
+    finished = (run_dir / SUMMARY).is_file()
+    if (has_ckpt or finished) and not resume:
+        raise RecipeError(f"run folder {run_dir} already holds a "
+                          f"{'finished run' if finished else 'checkpoint'}; pass --resume to "
                           "continue it, or set run.out_dir to a new folder")
     if resume and saved.is_file():
         a, b = _flatten(load_recipe(saved).to_dict()), _flatten(recipe.to_dict())

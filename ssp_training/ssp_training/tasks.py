@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .flow import batch_flow, create_flow_provider, FlowProvider
+from .flow import batch_flow, create_flow_provider, FlowProvider, RAFTFlow
 from .losses import cross_entropy, photometric_weight, temporal_consistency_loss
 from .recipes import LossRecipe
 
@@ -51,11 +51,12 @@ class BatchFlow:
             return batch["flow"].float(), visible
         return self._estimate(batch, "_flow_bwd", "image", "prev_image"), None
 
-    def both(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def both(self, batch: dict, iterations: int | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (Fb current -> previous, Ff previous -> current), each (B, 2, H, W).
 
         With "gt" the batch must carry ``flow`` and ``flow_forward``; otherwise the provider
-        runs both ways.
+        runs both ways (RAFT with ``iterations`` refinements when given).
         """
         if self.source == "gt":
             for key in ("flow", "flow_forward"):
@@ -64,14 +65,19 @@ class BatchFlow:
                                    "batch; use loss.flow: dis instead")
             fb, ff = batch["flow"].float(), batch["flow_forward"].float()
         else:
-            fb = self._estimate(batch, "_flow_bwd", "image", "prev_image")
-            ff = self._estimate(batch, "_flow_fwd", "prev_image", "image")
+            fb = self._estimate(batch, "_flow_bwd", "image", "prev_image", iterations)
+            ff = self._estimate(batch, "_flow_fwd", "prev_image", "image", iterations)
         return fb, ff
 
-    def _estimate(self, batch: dict, key: str, a: str, b: str) -> torch.Tensor:
-        # Cached in the batch: the KD fusion and the TC loss need the same flow.
+    def _estimate(self, batch: dict, key: str, a: str, b: str,
+                  iterations: int | None = None) -> torch.Tensor:
+        # Cached in the batch: the KD fusion and the TC loss share a flow when they ask for
+        # the same iterations (only RAFT has any; the key says which).
+        if not isinstance(self.provider, RAFTFlow):
+            iterations = None
+        key = f"{key}_{iterations or 0}"
         if key not in batch:
-            batch[key] = batch_flow(self.provider, batch[a], batch[b])
+            batch[key] = batch_flow(self.provider, batch[a], batch[b], iterations)
         return batch[key]
 
 

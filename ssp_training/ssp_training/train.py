@@ -4,6 +4,7 @@ Usage::
 
     ssp_train fit --recipe ssp_training/configs/synth_lite_image.yaml [--resume] [key=value ...]
     ssp_train check --recipe R [key=value ...]          # preflight only, trains nothing
+    ssp_train keys          # every recipe key; ssp_train pipeline: docs/TRAINING.md
     ssp_train export-logits --teacher runs/teacher/model.safetensors --data datasets/synth
         --out runs/teacher/train_logits
     torchrun --nproc_per_node 4 -m ssp_training.train fit --recipe R     # DDP, same command
@@ -11,7 +12,9 @@ Usage::
 A run folder (``run.out_dir``, default ``runs/<name>``) receives ``recipe.yaml`` (the resolved
 recipe), ``train.csv``/``val.csv``, ``tensorboard/``, ``checkpoints/`` (one crash-safe
 checkpoint per epoch, see :mod:`ssp_training.checkpoint`), and at the end ``model.safetensors``
-(the last epoch's artifact, as the paper reports), ``summary.json`` and ``curves.png``.
+(the last epoch's artifact, as the paper reports), ``summary.json`` and ``curves.png``; the
+resume state in ``checkpoints/`` is then removed unless ``run.keep_resume_state`` is true.
+Validation scores (``val.csv``, ``summary.json``, the console) are in %, as ``ssp_eval``'s.
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from .checkpoint import (CheckpointError, latest_checkpoint, load_optimizer_state,
-                         load_train_state, MODEL_FILE, optimizer_state, rng_state,
-                         save_checkpoint, set_rng_state)
+                         load_train_state, MODEL_FILE, optimizer_state, prune_checkpoints,
+                         rng_state, save_checkpoint, set_rng_state)
 from .distributed import (barrier, broadcast_buffers, DistInfo, gather_fingerprints,
                           init_distributed, mean_over_ranks, shutdown)
 from .kd import KDImageTask, KDSSPTask
@@ -331,8 +334,8 @@ class Trainer:
 
     def _validate(self, epoch: int) -> dict[str, Any]:
         self.model.eval()
-        result = validate(self.model, self.kind, self.recipe, self.pre.val_clips,
-                          self.info.device)
+        result = _percent(validate(self.model, self.kind, self.recipe, self.pre.val_clips,
+                                   self.info.device))
         self.model.train()
         row = {"epoch": epoch, "step": self.state.step, **result}
         self.state.history.append(row)
@@ -359,7 +362,7 @@ class Trainer:
         every = self.recipe.val.every
         if self.info.is_main:
             print(f"[ssp_train] {self.recipe.name}: {self.kind.name} model, "
-                  f"{sum(p.numel() for p in self.model.parameters()) / 1e6:.2f} M params, "
+                  f"{sum(p.numel() for p in self.trainable.parameters()) / 1e6:.2f} M params, "
                   f"{len(self.dataset)} samples, {self.steps_per_epoch} steps/epoch, "
                   f"epochs {self.state.epoch + 1}..{last}, {self.init_note}, "
                   f"device {self.info.device} x{self.info.world_size}", flush=True)
@@ -394,10 +397,22 @@ class Trainer:
             os.replace(tmp, self.run_dir / SUMMARY)
             if self.recipe.run.plot:
                 plot_curves(self.run_dir)
+            if not self.recipe.run.keep_resume_state:
+                prune_checkpoints(self.run_dir)  # the artifact is all a finished run needs
             if self.log is not None:
                 self.log.close()
         barrier(self.info)
         return summary
+
+
+def _percent(result: dict[str, Any]) -> dict[str, Any]:
+    """Return validation scores in % (as ssp_eval and the paper print them)."""
+    out = dict(result)
+    for key in ("miou", "tc"):
+        out[key] = 100.0 * result[key]
+    out["per_class_iou"] = [None if v is None else 100.0 * v
+                            for v in result.get("per_class_iou", [])]
+    return out
 
 
 def fit(recipe_path: str, overrides: list[str], resume: bool) -> dict[str, Any]:
@@ -409,6 +424,10 @@ def fit(recipe_path: str, overrides: list[str], resume: bool) -> dict[str, Any]:
             torch.set_num_threads(recipe.run.threads)
         pre = preflight(recipe, world_size=info.world_size)
         prepare_run_dir(recipe, resume, info)
+        done = recipe.out_dir / SUMMARY
+        if resume and done.is_file() and latest_checkpoint(recipe.out_dir) is None:
+            # Finished, resume state pruned: nothing to train, the artifact is there.
+            return json.loads(done.read_text(encoding="utf-8"))
         trainer = Trainer(recipe, info, pre, resume)
         if trainer.state.epoch >= recipe.optim.last_epoch:
             return trainer.finish()
@@ -424,13 +443,19 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--recipe", required=True, help="recipe YAML (ssp_training/configs/*.yaml)")
     f.add_argument("--resume", action="store_true",
                    help="continue the run in run.out_dir from its latest checkpoint")
-    f.add_argument("overrides", nargs="*", help="dotted recipe overrides, e.g. optim.lr=1e-4")
+    f.add_argument("overrides", nargs="*",
+                   help="dotted recipe overrides, e.g. optim.lr=1e-4 (every key with its type, "
+                        "default and doc: 'ssp_train keys')")
     c = sub.add_parser("check", help="load a recipe and run the preflight checks only")
     c.add_argument("--recipe", required=True, help="recipe YAML")
     c.add_argument("overrides", nargs="*", help="dotted recipe overrides")
     from .logits import add_export_arguments
     add_export_arguments(sub.add_parser(
         "export-logits", help="run a teacher over every training frame and store its logits"))
+    sub.add_parser("keys", help="list every recipe key with its type, default and doc")
+    from .pipeline import add_pipeline_arguments
+    add_pipeline_arguments(sub.add_parser(
+        "pipeline", help="run every stage of the paper's table in order, then merge the tables"))
     return p
 
 
@@ -447,6 +472,12 @@ def _run(args: argparse.Namespace) -> int:
         recipe = load_recipe(args.recipe, args.overrides)
         pre = preflight(recipe, world_size=int(os.environ.get("WORLD_SIZE", "1")))
         print(f"[ssp_train] {recipe.name}: OK ({pre.describe()})")
+    elif args.command == "keys":
+        from .recipe_keys import format_keys, recipe_keys
+        print(format_keys(recipe_keys()), end="")
+    elif args.command == "pipeline":
+        from .pipeline import pipeline_from_args
+        pipeline_from_args(args, fit)
     else:
         from .logits import export_from_args
         export_from_args(args)

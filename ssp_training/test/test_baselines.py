@@ -22,13 +22,7 @@ CLASSES = ClassSet("tiny", ("a", "b", "c", "d"),
 RAFT_LARGE_PARAMS = 5_257_536
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Two shared cores: one thread avoids OpenMP spinning against the other test processes.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_cfg():

@@ -5,9 +5,12 @@ import os
 import subprocess
 import sys
 
+import pytest
 from ssp_perception.artifact import load_artifact
 from ssp_training.data.synth import generate_dataset, SynthConfig
 from ssp_training.recipes import CONFIG_DIR
+
+pytestmark = pytest.mark.slow
 
 
 def test_two_gloo_processes_train_identical_replicas(tmp_path):

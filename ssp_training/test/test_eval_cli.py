@@ -20,13 +20,7 @@ H, W, FRAMES = 64, 96, 6
 CLASS = 0  # the constant model predicts "road" everywhere
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Two shared cores: one thread avoids OpenMP spinning against the other test processes.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +135,27 @@ def test_missing_ground_truth_flow_is_a_clear_error(dataset, checkpoints, tmp_pa
     rc = main(["--checkpoint", str(folder / "ssp.safetensors"), "--data", str(bare),
                "--flow", "gt", "--no-progress", "--out", str(tmp_path / "eval")])
     assert rc == 2 and "--flow dis" in capsys.readouterr().err
+
+
+def test_reference_defaults_raft_on_real_data_and_disk_needs_its_weights(
+        dataset, checkpoints, tmp_path, capsys):
+    from ssp_training.evaluate import build_parser
+    args = build_parser().parse_args(["--checkpoint", "c", "--data", "d"])
+    assert (args.tc_out_of_view, args.on_registration_failure) == ("class0", "identity")
+    assert (args.flow, args.homography, args.registration) == ("auto", "auto", "auto")
+    folder, _ = checkpoints
+    bare = tmp_path / "bare"
+    import shutil
+    shutil.copytree(dataset, bare)
+    for f in bare.glob("data/*/flow/*.npz"):
+        f.unlink()
+    # Real data (no ground-truth flow): the paper's TC needs RAFT, never a silent DIS.
+    rc = main(["--checkpoint", str(folder / "ssp.safetensors"), "--data", str(bare),
+               "--no-progress", "--out", str(tmp_path / "eval")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--flow-weights" in err and "--flow dis" in err
+    rc = main(["--checkpoint", str(folder / "ssp.safetensors"), "--data", str(dataset),
+               "--homography", "registrator", "--registration", "disk_lightglue",
+               "--no-progress", "--out", str(tmp_path / "eval")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--disk-weights" in err and "--registration orb" in err

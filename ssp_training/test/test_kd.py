@@ -15,6 +15,8 @@ from ssp_training.tasks import BatchFlow
 from ssp_training.train import fit, main
 import torch
 
+pytestmark = pytest.mark.slow
+
 IMAGE = str(CONFIG_DIR / "synth_tiny_image.yaml")
 KD_SSP = str(CONFIG_DIR / "synth_tiny_kd_ssp.yaml")
 

@@ -8,11 +8,14 @@ import subprocess
 import sys
 import time
 
+import pytest
 from ssp_perception.artifact import load_artifact
 from ssp_training.checkpoint import latest_checkpoint, load_train_state
 from ssp_training.data.synth import generate_dataset, SynthConfig
 from ssp_training.recipes import CONFIG_DIR
 from ssp_training.train import fit
+
+pytestmark = pytest.mark.slow
 
 IMAGE = str(CONFIG_DIR / "synth_tiny_image.yaml")
 
@@ -65,7 +68,9 @@ def test_sigkill_mid_epoch_then_resume_finishes_with_each_step_once(tmp_path):
     load_artifact(folder / "model.safetensors")
     assert load_train_state(folder)[1]["step"] == 8
 
-    summary = fit(IMAGE, overrides + ["run.threads=0"], resume=True)
+    # keep_resume_state: look at the last checkpoint (a finished run prunes it by default).
+    summary = fit(IMAGE, overrides + ["run.threads=0", "run.keep_resume_state=true"],
+                  resume=True)
     assert summary["epochs"] == 2 and summary["steps"] == 16
     assert _steps(run / "train.csv") == list(range(1, 17)), "each step logged exactly once"
     names = sorted(p.name for p in (run / "checkpoints").iterdir())

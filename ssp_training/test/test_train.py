@@ -12,6 +12,8 @@ from ssp_training.recipes import CONFIG_DIR, load_recipe, RecipeError
 from ssp_training.train import fit, main
 import torch
 
+pytestmark = pytest.mark.slow
+
 IMAGE = str(CONFIG_DIR / "synth_tiny_image.yaml")
 SSP = str(CONFIG_DIR / "synth_tiny_ssp.yaml")
 
@@ -37,13 +39,19 @@ def test_image_run_writes_the_documented_run_folder(synth, image_run):
     # 2 train clips x 6 labelled frames / batch 4 = 3 steps per epoch, 2 epochs.
     assert summary["epochs"] == 2 and summary["steps"] == 6
     for name in ("recipe.yaml", "train.csv", "val.csv", "model.safetensors", "summary.json",
-                 "curves.png", "checkpoints/latest.json"):
+                 "curves.png"):
         assert (out / name).is_file(), name
+    # A finished run keeps its artifact, not the resume state (run.keep_resume_state).
+    assert not (out / "checkpoints").exists()
     assert any((out / "tensorboard").iterdir())
     assert load_recipe(out / "recipe.yaml").data.root == str(synth)
     model, meta = load_artifact(out / "model.safetensors")
     assert meta.provenance["model_kind"] == "image" and meta.provenance["epochs"] == 2
-    assert 0.0 <= summary["final_val"]["miou"] <= 1.0 and 0.0 <= summary["final_val"]["tc"] <= 1
+    # Scores in %, as ssp_eval prints them (the tiny model is far from a fraction's range).
+    assert 0.0 <= summary["final_val"]["miou"] <= 100.0
+    assert 1.0 < summary["final_val"]["tc"] <= 100.0
+    assert (out / "val.csv").read_text().splitlines()[-1].split(",")[2] == \
+        repr(summary["final_val"]["miou"])
     rows = (out / "train.csv").read_text().splitlines()
     assert rows[0].startswith("step,epoch,lr") and len(rows) == 1 + summary["steps"]
 
@@ -70,10 +78,35 @@ def test_ssp_starts_from_the_image_checkpoint_and_trains_both_losses(
 
 
 def test_a_finished_run_refuses_to_restart_without_resume(synth, image_run, capsys):
-    out, _ = image_run
+    out, summary = image_run
     rc = main(["fit", "--recipe", IMAGE, f"data.root={synth}", f"run.out_dir={out}"])
     assert rc == 2
-    assert "pass --resume" in capsys.readouterr().err
+    assert "finished run; pass --resume" in capsys.readouterr().err
+    # --resume on a finished, pruned run trains nothing and returns its summary.
+    again = fit(IMAGE, [f"data.root={synth}", f"run.out_dir={out}"], resume=True)
+    assert again["steps"] == summary["steps"] and not (out / "checkpoints").exists()
+
+
+def test_keep_resume_state_keeps_the_last_checkpoint(synth, tmp_path):
+    out = tmp_path / "kept"
+    fit(IMAGE, [f"data.root={synth}", f"run.out_dir={out}", "optim.epochs=1", "val.every=0",
+                "val.max_clips=1", "val.max_frames=2", "run.plot=false",
+                "run.keep_resume_state=true"], resume=False)
+    assert (out / "checkpoints" / "latest.json").is_file()
+    assert (out / "checkpoints" / "epoch_0001" / "train_state.safetensors").is_file()
+
+
+def test_preflight_reports_every_problem_at_once(synth, tmp_path):
+    with pytest.raises(RecipeError) as err:
+        preflight(load_recipe(SSP, [f"data.root={synth}", "data.num_classes=5",
+                                    "model.init=/no/such.safetensors",
+                                    "loss.flow=raft", "loss.flow_weights=/no/raft.pth"]),
+                  world_size=3)
+    msg = str(err.value)
+    assert msg.startswith("4 problems with recipe synth_tiny_ssp:")
+    for part in ("multiple of grad_accum", "loss.flow_weights /no/raft.pth",
+                 "set data.num_classes=8", "model.init /no/such.safetensors"):
+        assert part in msg
 
 
 def _recipe(synth, *more):

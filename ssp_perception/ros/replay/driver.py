@@ -21,9 +21,9 @@ from ssp_msgs.msg import ClassInfo, SegmentationStatus
 from .bag import BagRecorder, ensure_type, Frame
 from .config import ReplayError
 from .process import NodeProcess
-from .report import encode_labels, FrameRecord
+from .report import encode_labels, FrameRecord, StatusSample
 from ..conversions import (CLASS_INFO_TYPE, DIAGNOSTICS_TYPE, IMAGE_TYPE, mono8_array,
-                           ros_type_name, stamp_ns, status_sample, STATUS_TYPE)
+                           ros_type_name, stamp_ns, status_fields, STATUS_TYPE)
 from ..node import SegmentationNode, StartupError
 
 # Infrastructure topics every node has; they say nothing about the segmentation.
@@ -205,7 +205,7 @@ class NodeRun:
                 record.rejected = values.get("reason", "rejected")
                 record.rejected_detail = msg.status[0].message
             elif record is not None and ros_type == STATUS_TYPE:
-                record.status = status_sample(msg, self._reset_names)
+                record.status = StatusSample(**status_fields(msg, self._reset_names))
             elif record is not None and topic.endswith("/labels") and record.labels_png is None:
                 record.labels_png = encode_labels(mono8_array(msg))
                 record.received_s = now

@@ -23,19 +23,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import cv2
 import numpy as np
 
-from ...metrics import confusion_matrix, flip_rate, iou_per_class, mean_iou, pair_miou
+from ...consistency import DISFlow, pair_consistency, pair_flip_rate, warp_labels
+from ...encodings import colorize, palette_lut
+from ...files import atomic_write_text
+from ...metrics import confusion_matrix, iou_per_class, mean_iou
 
 REPORT_VERSION = 1
-DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
-               "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-               "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
 # Order of the side-by-side panels and of the report columns: the baseline first.
 MODE_ORDER = ("image_model", "ssp")
 
@@ -133,9 +132,7 @@ class Palette:
 
     def colorize(self, labels: np.ndarray) -> np.ndarray:
         """Return an (H, W, 3) uint8 RGB image of ``labels``; ignored / unknown ids are black."""
-        lut = np.zeros((256, 3), np.uint8)
-        lut[:self.num_classes] = self.colors
-        return lut[labels]
+        return colorize(np.ascontiguousarray(labels, np.uint8), palette_lut(self.colors))
 
 
 def encode_labels(labels: np.ndarray) -> bytes:
@@ -157,38 +154,26 @@ def decode_labels(png: bytes) -> np.ndarray:
 # ---- temporal consistency -----------------------------------------------------------------------
 
 class FlowConsistency:
-    """Measure TC and flip rate between two label maps with DIS optical flow (OpenCV)."""
+    """Measure TC and flip rate between two label maps with DIS optical flow (the core's)."""
 
     def __init__(self, preset: str = "medium") -> None:
-        if preset not in DIS_PRESETS:
-            raise ValueError(f"unknown DIS preset {preset!r}; allowed: {', '.join(DIS_PRESETS)}")
-        self._dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
+        self._dis = DISFlow(preset)
 
     def flow(self, rgb_a: np.ndarray, rgb_b: np.ndarray) -> np.ndarray:
         """Return the (H, W, 2) float32 flow F with ``a(x) ~ b(x + F(x))``."""
-        gray_a = cv2.cvtColor(rgb_a, cv2.COLOR_RGB2GRAY)
-        gray_b = cv2.cvtColor(rgb_b, cv2.COLOR_RGB2GRAY)
-        if gray_a.shape != gray_b.shape:
-            raise ValueError(f"frames differ in size: {gray_a.shape} vs {gray_b.shape}")
-        return self._dis.calc(gray_a, gray_b, None)
+        return self._dis.flow(rgb_a, rgb_b)
 
     @staticmethod
     def warp_back(labels_b: np.ndarray, flow: np.ndarray, ignore_index: int) -> np.ndarray:
         """Return ``labels_b`` pulled into frame a; pixels that leave the view get ignore."""
-        h, w = flow.shape[:2]
-        # Nearest sampling keeps labels discrete, as the paper's TC does (SSP_SPEC §7.3).
-        grid_x, grid_y = np.meshgrid(np.arange(w, dtype=np.float32),
-                                     np.arange(h, dtype=np.float32))
-        return cv2.remap(labels_b, grid_x + flow[..., 0], grid_y + flow[..., 1],
-                         cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
-                         borderValue=int(ignore_index))
+        return warp_labels(labels_b, flow, fill=ignore_index)[0]
 
     def pair(self, labels_a: np.ndarray, labels_b: np.ndarray, flow: np.ndarray,
              palette: Palette) -> tuple[float, float]:
         """Return (tc, flip rate) of ``labels_a`` vs ``labels_b`` warped back with ``flow``."""
-        warped = self.warp_back(labels_b, flow, palette.ignore_index)
-        tc = pair_miou(labels_a, warped, palette.num_classes, ignore_index=palette.ignore_index)
-        flips = flip_rate(labels_a, warped, ignore_index=palette.ignore_index)
+        tc = pair_consistency(labels_a, labels_b, flow, palette.num_classes,
+                              ignore_index=palette.ignore_index)
+        flips = pair_flip_rate(labels_a, labels_b, flow, ignore_index=palette.ignore_index)
         return tc, flips
 
 
@@ -362,10 +347,8 @@ def jsonable(value: Any) -> Any:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as indented JSON atomically (temp file + os.replace)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    """Write ``data`` as indented standard JSON (NaN -> null) atomically."""
+    atomic_write_text(path, json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n")
 
 
 SUMMARY_ROWS = (("mIoU", "miou", 100.0, "{:.1f}"), ("TC", "tc", 100.0, "{:.1f}"),
@@ -435,10 +418,7 @@ def render_markdown(report: dict[str, Any]) -> str:
 def write_report(out_dir: Path, report: dict[str, Any]) -> None:
     """Write ``report.json`` and ``report.md`` into ``out_dir``."""
     write_json(out_dir / "report.json", report)
-    md = out_dir / "report.md"
-    tmp = md.with_name(md.name + ".tmp")
-    tmp.write_text(render_markdown(jsonable(report)))
-    os.replace(tmp, md)
+    atomic_write_text(out_dir / "report.md", render_markdown(jsonable(report)))
 
 
 def ordered_modes(names: Iterable[str]) -> list[str]:

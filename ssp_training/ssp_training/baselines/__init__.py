@@ -3,7 +3,8 @@
 ``ssp_training.model_kinds`` lists the model kinds ``dff``, ``netwarp``, ``tcb_ppm`` and
 ``tcb_ocr`` from :data:`KINDS`, :func:`create_baseline`, :func:`forward` and :func:`predict_clip`,
 so ``model.kind: dff`` in a recipe trains a baseline with ``ssp_train`` and ``ssp_eval``
-evaluates its artifact.
+evaluates its artifact; a recipe's ``model.options`` become the baseline's settings
+(:func:`baseline_options`).
 
 Example::
 
@@ -15,7 +16,8 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from ssp_perception.config import ModelConfig
 from ssp_perception.models import ImageModel
@@ -50,6 +52,21 @@ def forward(model: nn.Module, batch: dict) -> dict:
     return model.forward_pair(batch)
 
 
+def baseline_options(kind: str, options: Mapping[str, Any]) -> BaselineConfig:
+    """Return the :class:`BaselineConfig` of ``kind`` with a recipe's ``model.options``.
+
+    ``options`` holds any ``BaselineConfig`` field but ``kind`` (e.g. ``flow: {source: raft,
+    raft_weights: ..., iterations: 8}``); a RAFT flow must name its weights file.
+    """
+    if "kind" in options:
+        raise ValueError("model.options must not set 'kind'; model.kind names the baseline")
+    cfg = BaselineConfig.from_dict({"kind": kind, **dict(options)})
+    if cfg.flow.source == "raft" and not cfg.flow.raft_weights:
+        raise ValueError("flow.source 'raft' needs flow.raft_weights (a torchvision raft_large "
+                         "state dict); nothing is downloaded")
+    return cfg
+
+
 @torch.no_grad()
 def predict_clip(model: VideoBaseline, frames: Frames) -> Iterator[torch.Tensor]:
     """Yield (1, C, H, W) logits for each frame of one clip, in order (homographies unused)."""
@@ -59,6 +76,6 @@ def predict_clip(model: VideoBaseline, frames: Frames) -> Iterator[torch.Tensor]
         yield logits
 
 
-__all__ = ["BASELINES", "BaselineConfig", "DFF", "FlowConfig", "KINDS", "NetWarp", "TCB",
-           "VideoBaseline", "create_baseline", "forward", "load_baseline", "load_video_model",
-           "predict_clip", "save_baseline"]
+__all__ = ["BASELINES", "BaselineConfig", "baseline_options", "DFF", "FlowConfig", "KINDS",
+           "NetWarp", "TCB", "VideoBaseline", "create_baseline", "forward", "load_baseline",
+           "load_video_model", "predict_clip", "save_baseline"]

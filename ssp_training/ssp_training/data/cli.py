@@ -28,7 +28,7 @@ import time
 from ssp_perception.cli import ArgumentParser, run_main
 
 from .archive import ArchiveError
-from .dataset import clip_frames, DatasetInfo, list_clips, sibling, SPLITS
+from .frames import clip_frames, DatasetInfo, list_clips, sibling, SPLITS
 from .prepare import (DEFAULT_SIZE, MAX_SIDE, prepare_ruralscapes, prepare_uavid,
                       PrepareError)
 from .synth import generate_dataset, SynthConfig

@@ -1,24 +1,25 @@
 """Atomic, deterministic file I/O shared by the dataset tools.
 
-Every writer here goes through a temporary file in the destination folder and ``os.replace``,
-so a crash never leaves a half-written file under its final name (the guarantee is against
-process crashes; the files are not fsync'ed, which would make dataset writing several times
-slower). ``.npz`` files are written with a fixed zip timestamp, so the same arrays always give
-the same bytes: ``numpy.savez`` stamps the current time into every member.
+Every writer here goes through ``ssp_perception.files`` (a temporary sibling and
+``os.replace``), so a crash never leaves a half-written file under its final name (the
+guarantee is against process crashes; the files are not fsync'ed, which would make dataset
+writing several times slower); ``atomic_write_bytes`` and ``write_json`` are that module's.
+``.npz`` files are written with a fixed zip timestamp, so the same arrays always give the same
+bytes: ``numpy.savez`` stamps the current time into every member.
 """
 
 from __future__ import annotations
 
 import io
-import json
-import os
 from pathlib import Path
-import threading
-from typing import Any, Iterable, Mapping
+from typing import Iterable, Mapping
 import zipfile
 
 import cv2
 import numpy as np
+# Re-exported: the dataset tools write through the one atomic writer of both packages.
+from ssp_perception.files import atomic_write_bytes
+from ssp_perception.files import atomic_write_json as write_json  # noqa: F401
 
 
 class DataError(ValueError):
@@ -34,31 +35,6 @@ PNG_RGB_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY,
                   cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
 PNG_MONO_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY,
                    cv2.IMWRITE_PNG_STRATEGY_RLE]
-
-
-def _temp_path(path: Path) -> Path:
-    # Unique per process and thread: writer threads may write siblings at the same time.
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary sibling and an atomic rename."""
-    path = Path(path)
-    tmp = _temp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def write_json(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON with sorted keys, atomically."""
-    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
-    return atomic_write_bytes(path, text.encode())
 
 
 def write_lines(path: str | Path, lines: list[str]) -> Path:

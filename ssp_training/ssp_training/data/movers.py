@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from .camera import translate
-from .scene import CAR_COLORS, CLOTH_COLORS, Lane, PERSON, VEHICLE, World
+from .canvas import CAR_COLORS, CLOTH_COLORS, Lane, PERSON, VEHICLE, World
 
 _SUPERSAMPLE = 4  # sprites are drawn 4x larger and area-averaged: anti-aliased edges
 

@@ -31,8 +31,8 @@ from ssp_perception.ros_names import check_topic_name
 from tqdm import tqdm
 import yaml
 
-from .dataset import clip_frames, DatasetInfo, list_clips, load_frame, load_mask, sibling
-from .dataset import SPLITS
+from .frames import (clip_frames, DatasetInfo, list_clips, load_frame, load_mask, sibling,
+                     SPLITS)
 
 TYPESTORE = Stores.ROS2_KILTED
 BAG_VERSION = 9

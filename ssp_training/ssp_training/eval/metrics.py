@@ -26,28 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from ssp_perception.metrics import confusion_matrix, iou_per_class, mean_iou, pair_miou
-
-from ..flow import warp_labels
-
-OUT_OF_VIEW = ("ignore", "class0")
-
-
-def pair_consistency(pred_a: np.ndarray, pred_b: np.ndarray, flow_ab: np.ndarray,
-                     num_classes: int, ignore_index: int = 255,
-                     out_of_view: str = "ignore") -> float:
-    """Return the pairwise mIoU (0..1) of ``pred_a`` and ``pred_b`` warped into ``a``'s frame.
-
-    ``flow_ab`` (H, W, 2) maps frame a to frame b (``a(p) ≈ b(p + F(p))``), so the warped map
-    is ``pred_b(p + F(p))``. Out-of-view pixels are skipped (``"ignore"``) or set to class 0
-    (``"class0"``, Ref's behaviour). NaN when no pixel is left to compare.
-    """
-    if out_of_view not in OUT_OF_VIEW:
-        raise ValueError(f"out_of_view must be one of {OUT_OF_VIEW}, got {out_of_view!r}")
-    warped, in_view = warp_labels(pred_b, flow_ab, fill=ignore_index)
-    if out_of_view == "class0":
-        warped[~in_view] = 0
-    return pair_miou(pred_a, warped, num_classes, ignore_index=ignore_index)
+# The pairwise TC term is the core's (ssp_replay's report uses the same function).
+from ssp_perception.consistency import OUT_OF_VIEW, pair_consistency  # noqa: F401
+from ssp_perception.metrics import confusion_matrix, iou_per_class, mean_iou
 
 
 @dataclass

@@ -1,34 +1,30 @@
 """Evaluation plots: per-class IoU bars, TC over time per clip, accuracy vs consistency.
 
 Figures are built with ``matplotlib.figure.Figure`` (no pyplot global state, no display needed)
-and saved atomically as PNG.
+and saved atomically as PNG (mode 0644). ``plot_merged`` and ``plot_lambda_sweep`` draw the
+pipeline's merged table (means with ± std error bars over seeds).
 """
 
 from __future__ import annotations
 
+import io
 import math
-import os
 from pathlib import Path
-import tempfile
 
 from matplotlib.figure import Figure
 import numpy as np
+from ssp_perception.files import atomic_write_bytes
 
 from .report import ModelResult
+from .tables import MergedRow
 
 
 def _save(fig: Figure, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    return atomic_write_bytes(path, buf.getvalue())  # 0644, never half-written
 
 
 def _nan(v: float | None) -> float:
@@ -98,3 +94,50 @@ def write_plots(results: list[ModelResult], out_dir: Path) -> list[Path]:
     for clip in clips:
         paths.append(plot_tc_over_time(results, clip, out_dir / "tc" / f"{clip}.png"))
     return paths
+
+
+def _stats(pairs: list[tuple[float, float]], i: int) -> tuple[float, float]:
+    vals = np.array([p[i] for p in pairs], dtype=float)
+    vals = vals[np.isfinite(vals)]
+    if not vals.size:
+        return float("nan"), 0.0
+    return float(vals.mean()), float(vals.std(ddof=1)) if vals.size > 1 else 0.0
+
+
+def plot_merged(rows: list[MergedRow], datasets: list[str], path: Path) -> Path:
+    """Save mIoU against TC of every merged row, one panel per dataset, ± std error bars."""
+    fig = Figure(figsize=(5.5 * len(datasets), 4.5))
+    for k, dataset in enumerate(datasets):
+        ax = fig.add_subplot(1, len(datasets), k + 1)
+        for r in rows:
+            pairs = r.scores.get(dataset)
+            if not pairs:
+                continue
+            (m, m_sd), (t, t_sd) = _stats(pairs, 0), _stats(pairs, 1)
+            ax.errorbar([t], [m], xerr=[t_sd], yerr=[m_sd], fmt="o", ms=5, capsize=2)
+            ax.annotate(r.name, (t, m), textcoords="offset points", xytext=(5, 4),
+                        fontsize="x-small")
+        ax.set_xlabel("TC (%)")
+        ax.set_ylabel("mIoU (%)")
+        ax.set_title(f"Accuracy vs temporal consistency: {dataset}")
+        ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_lambda_sweep(rows: list[MergedRow], dataset: str, path: Path) -> Path:
+    """Save mIoU and TC (%) of the SSP rows against the TC-loss weight λ on ``dataset``."""
+    sweep = sorted((r.lam, r.scores[dataset]) for r in rows
+                   if r.lam is not None and r.scores.get(dataset))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    lams = [lam for lam, _ in sweep]
+    for i, label in ((0, "mIoU"), (1, "TC")):
+        stats = [_stats(pairs, i) for _, pairs in sweep]
+        ax.errorbar(lams, [s[0] for s in stats], yerr=[s[1] for s in stats], marker="o",
+                    capsize=2, label=label)
+    ax.set_xlabel("TC-loss weight λ")
+    ax.set_ylabel("score (%)")
+    ax.set_title(f"λ sweep: {dataset}")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

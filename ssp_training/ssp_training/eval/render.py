@@ -16,7 +16,10 @@ import tempfile
 
 import cv2
 import numpy as np
+from ssp_perception import encodings
 from ssp_perception.classes import ClassSet
+from ssp_perception.encodings import palette_lut
+from ssp_perception.files import atomic_write_bytes, FILE_MODE
 
 PANELS = ("input", "ground truth", "image model", "SSP", "similarity s")
 IGNORE_COLOUR = (128, 128, 128)
@@ -25,11 +28,10 @@ HEADER_PX = 22
 
 def colorize(labels: np.ndarray | None, class_set: ClassSet, size: tuple[int, int]) -> np.ndarray:
     """Return (H, W, 3) uint8 RGB of an (H, W) label map; grey for ignore / None."""
-    palette = np.full((256, 3), IGNORE_COLOUR, np.uint8)
-    palette[:class_set.num_classes] = np.asarray(class_set.colors, np.uint8)
     if labels is None:
         return np.full(size + (3,), IGNORE_COLOUR, np.uint8)
-    return palette[labels]
+    lut = palette_lut(class_set.colors, IGNORE_COLOUR)
+    return encodings.colorize(np.ascontiguousarray(labels, np.uint8), lut)
 
 
 def similarity_image(sim: np.ndarray | None, size: tuple[int, int]) -> np.ndarray:
@@ -101,6 +103,7 @@ class ClipRenderer:
             return []
         self._writer.release()
         video = self.out_dir / f"{self.clip}.mp4"
+        os.chmod(self._tmp_video, FILE_MODE)  # mkstemp made it 0600; outputs are 0644
         os.replace(self._tmp_video, video)
         strip = self.out_dir / f"{self.clip}.png"
         rows = [self._rows[i] for i in self._strip_indices()]
@@ -108,10 +111,7 @@ class ClipRenderer:
                                                     cv2.COLOR_RGB2BGR))
         if not ok:
             raise RuntimeError(f"OpenCV could not encode the strip of clip {self.clip}")
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.clip}.", suffix=".png", dir=self.out_dir)
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.tobytes())
-        os.replace(tmp, strip)
+        atomic_write_bytes(strip, buf.tobytes())
         return [video, strip]
 
     def abort(self) -> None:

@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 import json
 import math
-import os
 from pathlib import Path
-import tempfile
 from typing import Any
+
+from ssp_perception.files import atomic_write_text
 
 
 @dataclass
@@ -83,17 +83,10 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
+    """Write ``text`` to ``path`` atomically (``ssp_perception.files``), creating its folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)  # mode 0644: readable by the machine's other users
 
 
 def write_report(path: Path, results: list[ModelResult], info: dict[str, Any]) -> None:

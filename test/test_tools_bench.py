@@ -76,3 +76,20 @@ def test_synthetic_homographies_match_the_rendered_motion():
         prev_val = frames[k - 1][0][45, 80].astype(float)
         cur_val = frames[k][0][int(round(q[1])), int(round(q[0]))].astype(float)
         assert np.abs(prev_val - cur_val).max() < 40
+
+
+@pytest.mark.slow
+def test_node_overhead_command_prints_the_overhead_json(capsys):
+    # The node benchmark on real topics, a few tiny frames: the ssp_bench subcommand works.
+    assert main(["node-overhead", "--size", "48x64", "--frames", "3", "--threads", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["frames"] == 3 and report["size"] == [48, 64]
+    assert report["segmenter_ms"] > 0 and report["node_overhead_ratio"] >= 0
+    assert report["outputs"] == ["labels", "color", "overlay", "confidence", "status"]
+
+
+def test_node_commands_reject_bad_arguments(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["node-overload", "--size", "big"])
+    assert info.value.code == 2
+    assert "expected HxW" in capsys.readouterr().err

@@ -1,0 +1,261 @@
+"""ssp_node --managed in its own process, driven through its lifecycle services.
+
+The node runs as a subprocess (``python -m ssp_perception.ros.node --managed``) on a private
+DDS domain; the test's own rclpy node calls ``<node>/change_state`` and ``<node>/get_state``
+(lifecycle_msgs), publishes frames, and reads ``status`` and ``/diagnostics``. Frames are
+processed only while active; deactivate -> activate resumes with a reset; a bad model path
+fails configure with its reason; memory (RSS) after each transition is read from /proc and
+printed (docs/NODE.md quotes it); shutdown from each primary state exits with code 0.
+"""
+
+import os
+from pathlib import Path
+import random
+import subprocess
+import sys
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray
+from lifecycle_msgs.msg import State, Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+import pytest
+from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from ssp_msgs.msg import ClassInfo, SegmentationStatus
+
+from ssp_perception.ros.managed import rss_mb
+import test_node_harness as th
+from test_node_harness import frames, image_msg
+
+tiny_artifact = th.tiny_artifact
+
+NS = "/lc"
+NODE = f"{NS}/ssp_node"
+TIMEOUT = 120.0     # model loading in a fresh process on a loaded 2-core machine
+# Small, fast test parameters: registration that works on 96x128 frames, quick diagnostics.
+PARAMS = ["-p", "registration.orb_fast_threshold:=5", "-p", "registration.min_inliers:=8",
+          "-p", "diagnostics_period_s:=0.25", "-p", "input_timeout_s:=600.0",
+          "-p", "num_threads:=1"]
+
+
+class ManagedProcess:
+    """One ``ssp_node --managed`` process and a probe node that drives and watches it."""
+
+    def __init__(self, model_path):
+        self.domain = random.randint(150, 230)
+        env = dict(os.environ, ROS_DOMAIN_ID=str(self.domain), PYTHONUNBUFFERED="1",
+                   ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+        env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)   # small frames: defaults suffice
+        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"lc_node_{os.getpid()}.log"
+        self._log = self.log_path.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ssp_perception.ros.node", "--managed", "--ros-args",
+             "-r", f"__ns:={NS}", "-p", f"model_path:={model_path}", *PARAMS],
+            env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=self.domain)
+        self.probe = rclpy.create_node("lifecycle_probe", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.probe)
+        reliable = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
+        self.statuses, self.labels, self.diagnostics, self.info = [], [], [], []
+        self.probe.create_subscription(SegmentationStatus, f"{NS}/status",
+                                       self.statuses.append, reliable)
+        self.probe.create_subscription(Image, f"{NS}/labels", self.labels.append, reliable)
+        self.probe.create_subscription(DiagnosticArray, "/diagnostics",
+                                       self.diagnostics.append, reliable)
+        self.probe.create_subscription(
+            ClassInfo, f"{NS}/class_info", self.info.append,
+            QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        # Reliable, as a camera driver is: auto QoS then subscribes reliable, nothing is lost.
+        self.camera = self.probe.create_publisher(Image, f"{NS}/image", QoSProfile(
+            depth=5, reliability=ReliabilityPolicy.RELIABLE))
+        self._change = self.probe.create_client(ChangeState, f"{NODE}/change_state")
+        self._get = self.probe.create_client(GetState, f"{NODE}/get_state")
+        self._frames = frames(40)
+        self._stamp = 0.0
+
+    def close(self):
+        """Stop the process if it still runs; destroy the probe."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=60)
+        self._log.close()
+        self.executor.shutdown()
+        self.probe.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+    def output(self):
+        """Return the node process's log so far."""
+        return self.log_path.read_text()
+
+    def spin_until(self, predicate, timeout=TIMEOUT):
+        """Spin until ``predicate()`` holds, the node process exits or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while not predicate() and time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.05)
+            if self.proc.poll() is not None:
+                break
+        return predicate()
+
+    def call(self, client, request):
+        """Call a lifecycle service and return its response."""
+        assert self.spin_until(client.service_is_ready), self.output()
+        future = client.call_async(request)
+        assert self.spin_until(future.done), f"no answer from {client.srv_name}\n{self.output()}"
+        return future.result()
+
+    def state(self):
+        """Return the node's lifecycle state label (get_state)."""
+        return self.call(self._get, GetState.Request()).current_state.label
+
+    def transition(self, transition_id):
+        """Request a transition through change_state; return whether it succeeded."""
+        request = ChangeState.Request(transition=Transition(id=transition_id))
+        return self.call(self._change, request).success
+
+    def set_parameter(self, name, value):
+        """Set a string parameter of the node; return the SetParametersResult."""
+        client = self.probe.create_client(SetParameters, f"{NODE}/set_parameters")
+        param = ParameterMsg(name=name, value=ParameterValue(
+            type=ParameterType.PARAMETER_STRING, string_value=value))
+        return self.call(client, SetParameters.Request(parameters=[param])).results[0]
+
+    def send_frames(self, n):
+        """Publish ``n`` frames 0.1 s apart (stamps), spinning between them."""
+        for _ in range(n):
+            self._stamp += 0.1
+            self.camera.publish(image_msg(self._frames[int(self._stamp * 10) % 40],
+                                          self._stamp))
+            self.spin_until(lambda: False, timeout=0.1)
+
+    def model_diagnostic(self, predicate=lambda values: True):
+        """Spin until a /diagnostics model status satisfies ``predicate``; return it."""
+        def find():
+            for array in reversed(self.diagnostics):
+                for status in array.status:
+                    values = {kv.key: kv.value for kv in status.values}
+                    if status.name.endswith(": model") and predicate(values):
+                        return status, values
+            return None
+        assert self.spin_until(lambda: find() is not None), self.output()
+        return find()
+
+    def wait_exit(self, timeout=60.0):
+        """Return the process's exit code once it exits by itself."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"ssp_node did not exit after shutdown\n{self.output()}")
+
+
+@pytest.fixture
+def managed(tiny_artifact):
+    """Yield a ManagedProcess running the tiny test model; stop it afterwards."""
+    process = ManagedProcess(tiny_artifact)
+    try:
+        yield process
+    finally:
+        process.close()
+
+
+def test_lifecycle_processes_frames_only_while_active_and_resets_on_activate(managed):
+    m = managed
+    assert m.state() == "unconfigured"
+    _, values = m.model_diagnostic(lambda v: v.get("lifecycle_state") == "unconfigured")
+    rss = {"unconfigured": rss_mb(m.proc.pid)}
+
+    assert m.transition(Transition.TRANSITION_CONFIGURE), m.output()
+    assert m.state() == "inactive"
+    rss["inactive (model loaded)"] = rss_mb(m.proc.pid)
+    m.send_frames(5)                          # inactive: not subscribed, nothing processed
+    assert not m.statuses and not m.labels and not m.info
+    _, values = m.model_diagnostic(lambda v: v.get("lifecycle_state") == "inactive")
+    assert values["model_id"].startswith("tiny.safetensors@")
+
+    assert m.transition(Transition.TRANSITION_ACTIVATE), m.output()
+    assert m.state() == "active"
+    assert m.spin_until(lambda: m.info), "class_info is published on activate"
+    assert m.spin_until(lambda: m.camera.get_subscription_count() > 0)
+    while len(m.statuses) < 6 and m.proc.poll() is None:
+        m.send_frames(2)
+    assert all(s.lifecycle_state == "active" for s in m.statuses)
+    first = m.statuses[0]
+    assert first.reset_reason == SegmentationStatus.RESET_FIRST_FRAME
+    assert any(s.temporal_state_used for s in m.statuses[1:]), "SSP propagated while active"
+    assert m.labels, "labels are published while active"
+    rss["active"] = rss_mb(m.proc.pid)
+    # Set while active, a parameter that needs a reload is refused with what to do.
+    result = m.set_parameter("model_path", "/elsewhere.safetensors")
+    assert not result.successful and "deactivate first" in result.reason, result.reason
+
+    assert m.transition(Transition.TRANSITION_DEACTIVATE), m.output()
+    assert m.state() == "inactive"
+    m.spin_until(lambda: False, timeout=0.5)  # statuses of frames in flight arrive
+    seen = len(m.statuses)
+    m.send_frames(5)                          # inactive again: nothing processed
+    assert len(m.statuses) == seen, "no status while inactive"
+    rss["inactive (deactivated)"] = rss_mb(m.proc.pid)
+    processed = m.statuses[-1].frames_processed
+
+    assert m.transition(Transition.TRANSITION_ACTIVATE), m.output()
+    assert m.spin_until(lambda: m.camera.get_subscription_count() > 0)
+    while len(m.statuses) < seen + 3 and m.proc.poll() is None:
+        m.send_frames(2)
+    resumed = m.statuses[seen]
+    assert resumed.reset_reason == SegmentationStatus.RESET_MANUAL
+    assert resumed.reset_detail.startswith("node activated"), resumed.reset_detail
+    assert not resumed.temporal_state_used and resumed.frames_since_reset == 0
+    assert resumed.frames_processed == processed + 1, "counters survive deactivate"
+    _, values = m.model_diagnostic(lambda v: v.get("activations") == "2")
+    assert values["lifecycle_state"] == "active"
+
+    assert m.transition(Transition.TRANSITION_DEACTIVATE)
+    assert m.transition(Transition.TRANSITION_CLEANUP), m.output()
+    assert m.state() == "unconfigured"
+    rss["unconfigured (cleaned up)"] = rss_mb(m.proc.pid)
+    _, values = m.model_diagnostic(lambda v: v.get("lifecycle_state") == "unconfigured"
+                                   and "model_id" not in v)
+    print("RSS MiB of the managed node:", {k: round(v) for k, v in rss.items()})
+
+    # Configured again after cleanup, then shut down while active: a clean exit.
+    assert m.transition(Transition.TRANSITION_CONFIGURE), m.output()
+    assert m.transition(Transition.TRANSITION_ACTIVATE), m.output()
+    assert m.transition(Transition.TRANSITION_ACTIVE_SHUTDOWN), m.output()
+    assert m.wait_exit() == 0, m.output()
+    assert "finalized from active" in m.output() and "Traceback" not in m.output()
+
+
+def test_bad_model_path_fails_configure_and_leaves_the_node_unconfigured(managed, tmp_path,
+                                                                         tiny_artifact):
+    m = managed
+    assert m.call(m._get, GetState.Request()).current_state.id == State.PRIMARY_STATE_UNCONFIGURED
+    missing = tmp_path / "missing.safetensors"
+    assert m.set_parameter("model_path", str(missing)).successful   # allowed: unconfigured
+    assert not m.transition(Transition.TRANSITION_CONFIGURE)
+    assert m.state() == "unconfigured"
+    status, _ = m.model_diagnostic(lambda v: "configure failed" in v["last_transition_error"])
+    assert status.level == status.ERROR
+    assert f"model artifact not found: {missing}" in status.message
+    assert m.spin_until(lambda: "configure failed: model artifact not found" in m.output())
+    assert not m.transition(Transition.TRANSITION_ACTIVATE), "no activate from unconfigured"
+    # Fixed, it configures; then shut down while inactive: a clean exit.
+    assert m.set_parameter("model_path", str(tiny_artifact)).successful
+    assert m.transition(Transition.TRANSITION_CONFIGURE), m.output()
+    status, _ = m.model_diagnostic(lambda v: v.get("lifecycle_state") == "inactive")
+    assert status.level == status.OK
+    assert not {kv.key: kv.value for kv in status.values}["last_transition_error"]
+    assert m.transition(Transition.TRANSITION_INACTIVE_SHUTDOWN), m.output()
+    assert m.wait_exit() == 0, m.output()
+    assert "finalized from inactive" in m.output() and "Traceback" not in m.output()
+
+
+def test_shutdown_while_unconfigured_exits_cleanly(managed):
+    m = managed
+    assert m.transition(Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
+    assert m.wait_exit() == 0, m.output()
+    assert "finalized from unconfigured" in m.output()
