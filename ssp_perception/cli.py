@@ -1,18 +1,14 @@
 """How every command-line tool ends: one line on bad input, one exit status per signal.
 
-Both packages' tools (``ssp_train``, ``ssp_eval``, ``ssp_export``, ``ssp_data``, ``ssp_node``,
-``ssp_replay``, ``ssp_bench``) end through :func:`run_main`:
+The tools of both packages end through :func:`run_main` (``ssp_data``, ``ssp_train``,
+``ssp_eval`` and ``ssp_export`` do; the ROS tools are to follow):
 
-============================  ======  =====================================================
-what happened                 status  what the tool prints on stderr
-============================  ======  =====================================================
-success                       0       its normal output
-runtime error                 1       ``<tool>: error: <reason>``
-bad input (:class:`UsageError`  2     ``<tool>: error: <reason>`` (argparse errors too,
-or a tool's own input errors)         through :class:`ArgumentParser`), never a traceback
-SIGINT (Ctrl-C)               130     ``<tool>: interrupted; <what was kept or removed>``
-SIGTERM (``kill``, CI limits) 143     the same line
-============================  ======  =====================================================
+- success: status 0, the tool's normal output;
+- runtime error: status 1, ``<tool>: error: <reason>``;
+- bad input (:class:`UsageError`, a tool's own input errors, argparse errors through
+  :class:`ArgumentParser`): status 2, one line ``<tool>: error: <reason>``, never a traceback;
+- SIGINT (Ctrl-C): status 130, ``<tool>: interrupted; <what was kept or removed>``;
+- SIGTERM (``kill``, CI time limits): status 143, the same line.
 
 Signals: :func:`install_signal_handlers` makes SIGINT and SIGTERM raise :class:`Interrupted`
 (a ``KeyboardInterrupt``, so every ``finally`` and :func:`ssp_perception.files.staged_dir`
@@ -78,6 +74,7 @@ class ArgumentParser(argparse.ArgumentParser):
 _first: int | None = None
 _count = 0
 _late = False
+_tool = ""  # the tool whose main function returned (for a signal that arrives after it)
 
 
 def exit_status(signum: int) -> int:
@@ -90,6 +87,9 @@ def _handler(signum: int, _frame: object) -> None:
     _count += 1
     if _late or _count >= 3:
         # After main returned (or on the third signal): end now, with the status decided.
+        if _first is None and _tool:
+            print(f"{_tool}: interrupted after it finished; its output is complete",
+                  file=sys.stderr)
         _flush()
         os._exit(exit_status(_first if _first is not None else signum))
     if _first is not None:
@@ -117,10 +117,14 @@ def restore_signal_handlers(previous: dict[int, object]) -> None:
             signal.signal(s, h)
 
 
-def reset_signal_state() -> None:
-    """Forget earlier signals (for callers that run several tools in one process: tests)."""
-    global _first, _count, _late
-    _first, _count, _late = None, 0, False
+def _end_progress_bars() -> None:
+    """Close progress bars still drawn (tqdm, if loaded) so our line starts on its own line."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ()) or ()):
+        try:
+            bar.close()
+        except Exception:  # noqa: BLE001 - a bar that cannot close must not hide the error
+            pass
 
 
 def _flush() -> None:
@@ -148,7 +152,8 @@ def run_main(body: Callable[[], int | None], tool: str, *,
     :class:`UsageError` and ``usage_errors`` give status 2, ``runtime_errors`` status 1, each
     with ``<tool>: error: <message>``. SIGINT/SIGTERM (and ``KeyboardInterrupt``) give 130/143
     after ``body``'s own cleanup has run, with ``<tool>: interrupted; <interrupted>``;
-    ``interrupted`` may be a function, called then, that says what was kept or removed.
+    ``interrupted`` may be a function, called then, that says what was kept or removed, and a
+    cleanup that knows better may set a ``note`` attribute on the exception, which wins.
     Anything else propagates (a bug: its traceback is wanted). The signal handlers that were in
     place before are restored on return.
     """
@@ -159,15 +164,24 @@ def run_main(body: Callable[[], int | None], tool: str, *,
         try:
             code = body()
         except Interrupted as err:
-            return _interrupted(tool, err.signum, interrupted)
-        except KeyboardInterrupt:
-            return _interrupted(tool, _first or signal.SIGINT, interrupted)
+            return _interrupted(tool, err.signum, getattr(err, "note", None) or interrupted)
+        except KeyboardInterrupt as err:
+            return _interrupted(tool, _first or signal.SIGINT,
+                                getattr(err, "note", None) or interrupted)
         except (UsageError, *usage_errors) as err:
+            _end_progress_bars()
             print(f"{tool}: error: {one_line(err)}", file=sys.stderr, flush=True)
             return EXIT_USAGE
         except runtime_errors as err:
+            _end_progress_bars()
             print(f"{tool}: error: {one_line(err)}", file=sys.stderr, flush=True)
             return EXIT_ERROR
+        if _first is not None:
+            # A signal was received but its KeyboardInterrupt was swallowed on the way (a
+            # library caught it): the work ran to its end. Still end with the signal's status.
+            print(f"{tool}: interrupted; the signal came as it finished, its output is "
+                  "complete", file=sys.stderr, flush=True)
+            return exit_status(_first)
         return EXIT_OK if code is None else int(code)
     except KeyboardInterrupt:
         # A second signal raced the first one's handling above: the first one decides.
@@ -181,6 +195,7 @@ def _interrupted(tool: str, signum: int, note: Note) -> int:
         text = note() if callable(note) else note
     except Exception as err:  # noqa: BLE001 - the note must never hide the interrupt
         text = f"(could not say what was kept: {one_line(err)})"
+    _end_progress_bars()
     print(f"{tool}: interrupted; {text}", file=sys.stderr, flush=True)
     return exit_status(signum)
 
@@ -192,7 +207,7 @@ def entry(tool: str, module: str, attr: str = "main") -> NoReturn:
     through :func:`run_main`). A signal during the import ends with 130/143 and the line
     ``<tool>: interrupted; nothing was written``.
     """
-    global _late
+    global _late, _tool
     install_signal_handlers()
     try:
         main = getattr(importlib.import_module(module), attr)
@@ -200,7 +215,7 @@ def entry(tool: str, module: str, attr: str = "main") -> NoReturn:
     except KeyboardInterrupt as err:
         signum = err.signum if isinstance(err, Interrupted) else (_first or signal.SIGINT)
         code = _interrupted(tool, signum, "nothing was written")
-    _late = True
+    _tool, _late = tool, True
     if _first is not None:
         code = exit_status(_first)
     _flush()
@@ -209,5 +224,4 @@ def entry(tool: str, module: str, attr: str = "main") -> NoReturn:
 
 __all__ = ["ArgumentParser", "EXIT_ERROR", "EXIT_OK", "EXIT_SIGINT", "EXIT_SIGTERM",
            "EXIT_USAGE", "Interrupted", "UsageError", "entry", "exit_status",
-           "install_signal_handlers", "one_line", "reset_signal_state",
-           "restore_signal_handlers", "run_main"]
+           "install_signal_handlers", "one_line", "restore_signal_handlers", "run_main"]

@@ -114,6 +114,12 @@ def check_output_target(path: str | os.PathLike, tool: str, force: bool,
     """
     path = Path(path)
     if not path.exists() and not path.is_symlink():
+        above = path.parent
+        while not above.exists() and above != above.parent:
+            above = above.parent
+        if not above.is_dir():
+            raise OutputError(f"{path}: {above} is a file, not a folder; {tool} cannot create "
+                              "its output under it")
         return path
     if path.is_symlink() or not path.is_dir():
         raise OutputError(f"{path}: exists and is not a folder; {tool} writes a folder there "
@@ -147,9 +153,10 @@ def staged_dir(dest: str | os.PathLike, tool: str, force: bool = False,
     dest.parent.mkdir(parents=True, exist_ok=True)
     stage = _temp_sibling(dest, "staging")
     shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir()
-    os.chmod(stage, 0o755)
     try:
+        # Inside the try: a Ctrl-C right after the folder appears must remove it too.
+        stage.mkdir()
+        os.chmod(stage, 0o755)
         atomic_write_json(stage / OUTPUT_MARKER, {"tool": tool})
         yield stage
         if dest.exists():

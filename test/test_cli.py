@@ -83,6 +83,51 @@ def test_second_signal_during_cleanup_neither_stops_it_nor_changes_the_status(tm
     assert err.count("interrupted") == 1
 
 
+# rclpy.init() installs its own SIGINT/SIGTERM handlers by default (they shut the context
+# down); a ROS tool either asks for none or reinstalls ours after init. Both must hold.
+ROS_TOOL = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
+    from ssp_perception.cli import install_signal_handlers, run_main
+
+    d, mode = Path(sys.argv[1]), sys.argv[2]
+
+    def body():
+        context = rclpy.Context()
+        if mode == "no_handlers":
+            rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
+        else:
+            rclpy.init(context=context)
+            install_signal_handlers()
+        try:
+            (d / "working").touch()
+            while True:
+                time.sleep(0.01)
+        finally:
+            rclpy.shutdown(context=context)
+            (d / "cleaned").touch()
+
+    sys.exit(run_main(body, "ros_tool", interrupted="context shut down"))
+""")
+
+
+@pytest.mark.parametrize("mode", ["no_handlers", "reinstalled"])
+@pytest.mark.parametrize("sig,status", [(signal.SIGINT, EXIT_SIGINT),
+                                        (signal.SIGTERM, EXIT_SIGTERM)], ids=["INT", "TERM"])
+def test_rclpy_handlers_do_not_change_the_status(tmp_path, mode, sig, status):
+    proc = subprocess.Popen([sys.executable, "-c", ROS_TOOL, str(tmp_path), mode],
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    wait_until(lambda: (tmp_path / "working").exists())
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == status, err
+    assert (tmp_path / "cleaned").exists()
+    assert err.endswith("ros_tool: interrupted; context shut down\n"), err
+
+
 def test_usage_and_runtime_errors_are_one_line(capsys):
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
 

@@ -33,7 +33,7 @@ from ssp_perception.artifact import ArtifactError, ArtifactMeta
 from ssp_perception.classes import ClassSet
 from ssp_perception.cli import ArgumentParser, run_main
 from ssp_perception.config import PRESETS
-from ssp_perception.files import load_tensor_file, staged_dir
+from ssp_perception.files import check_output_target, load_tensor_file, OutputError, staged_dir
 from ssp_perception.models import SSPModel
 from ssp_perception.registration import RegistrationConfig
 from ssp_perception.streaming import NonFiniteOutputError
@@ -90,6 +90,11 @@ def check_arguments(args: argparse.Namespace) -> None:
                         "reports there)")
     if not _existing_ancestor(out).is_dir():
         raise EvalError(f"--out {out}: {_existing_ancestor(out)} is a file, not a folder")
+    if args.render:
+        try:
+            check_output_target(out / "render", RENDER_TOOL, True, legacy=is_legacy_render)
+        except OutputError as err:
+            raise EvalError(str(err)) from None
     if args.json:
         report = Path(args.json)
         if report.is_dir() or args.json.endswith(("/", os.sep)):
@@ -403,14 +408,21 @@ def evaluate(args: argparse.Namespace) -> list[ModelResult]:
                     range(min(len(clips[0]), settings.flops_skip + settings.flops_frames))]
     clip_iter = ((c.name, itertools.islice(c, args.max_frames or None)) for c in clips)
     render = _render_plan(ckpts, args, Path(args.out), info, has_h, device)
-    # The renderings are staged: an error or Ctrl-C leaves <out>/render as it was.
-    with (staged_dir(render.out_dir, RENDER_TOOL, force=True, legacy=is_legacy_render)
-          if render else contextlib.nullcontext()) as stage:
-        if render:
-            render = dataclasses.replace(render, out_dir=stage)
-        results = run_evaluation(entries, clip_iter, to_frame, settings, flow, device,
-                                 flops_frames, render=render, progress=not args.no_progress)
-        _write_report(args, results, info, clips, size, flow_name, device)
+    created = not Path(args.out).exists()
+    try:
+        # The renderings are staged: an error or Ctrl-C leaves <out>/render as it was.
+        with (staged_dir(render.out_dir, RENDER_TOOL, force=True, legacy=is_legacy_render)
+              if render else contextlib.nullcontext()) as stage:
+            if render:
+                render = dataclasses.replace(render, out_dir=stage)
+            results = run_evaluation(entries, clip_iter, to_frame, settings, flow, device,
+                                     flops_frames, render=render, progress=not args.no_progress)
+            _write_report(args, results, info, clips, size, flow_name, device)
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                Path(args.out).rmdir()   # only if still empty
+        raise
     return results
 
 

@@ -26,6 +26,7 @@ import shutil
 from typing import Any
 
 from ssp_perception.artifact import load_artifact
+from ssp_perception.config import SIZE_MULTIPLE
 from ssp_perception.files import atomic_write_json
 import torch
 from tqdm import tqdm
@@ -35,6 +36,7 @@ from .data.frames import (clip_frames, DatasetInfo, list_clips, load_frame, logi
 from .distributed import resolve_device
 
 MANIFEST = "logits.json"
+MAX_SIDE = 8192  # larger teacher inputs or stored logits would not fit in memory
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:
@@ -63,9 +65,25 @@ def _parse_size(text: str) -> tuple[int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"size must look like HxW (e.g. 184x320), "
                                          f"got {text!r}") from None
-    if h < 1 or w < 1:
-        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
+        raise argparse.ArgumentTypeError(f"size must have sides 1..{MAX_SIDE}, got {text!r}")
     return h, w
+
+
+def _parse_input_size(text: str) -> tuple[int, int]:
+    h, w = _parse_size(text)
+    return check_input_size((h, w))
+
+
+def check_input_size(size: tuple[int, int]) -> tuple[int, int]:
+    """Return a teacher input size (H, W) if both sides are multiples of 32, else raise."""
+    if any(v % SIZE_MULTIPLE for v in size):
+        raise argparse.ArgumentTypeError(
+            f"--input-size must be multiples of {SIZE_MULTIPLE} (the stride-32 feature map "
+            f"must be whole), got {size[0]}x{size[1]}; e.g. "
+            f"{max(SIZE_MULTIPLE, round(size[0] / SIZE_MULTIPLE) * SIZE_MULTIPLE)}x"
+            f"{max(SIZE_MULTIPLE, round(size[1] / SIZE_MULTIPLE) * SIZE_MULTIPLE)}")
+    return size
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
@@ -74,7 +92,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="dataset root (dataset.json, train.txt)")
     p.add_argument("--out", required=True, help="output folder (created; resumes if present)")
     p.add_argument("--split", default="train", help="split to export (default: train)")
-    p.add_argument("--input-size", type=_parse_size, default=None,
+    p.add_argument("--input-size", type=_parse_input_size, default=None,
                    help="teacher input HxW (default: the artifact's input size)")
     p.add_argument("--size", type=_parse_size, default=None,
                    help="stored logits HxW (default: input size / 4, the teacher's stride-4 "
@@ -96,7 +114,10 @@ def export_logits(teacher: str | Path, data_root: str | Path, out: str | Path,
     if meta.class_set.num_classes != info.class_set.num_classes:
         raise ValueError(f"teacher {teacher} predicts {meta.class_set.num_classes} classes, "
                          f"dataset {data_root} has {info.class_set.num_classes}")
-    input_size = tuple(input_size or meta.input_size)
+    try:
+        input_size = check_input_size(tuple(input_size or meta.input_size))
+    except argparse.ArgumentTypeError as err:
+        raise ValueError(str(err)) from None
     size = tuple(size or (input_size[0] // 4, input_size[1] // 4))
     clips = list_clips(data_root, split)
     frames = {c: clip_frames(data_root, c) for c in clips}

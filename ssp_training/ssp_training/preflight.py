@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ssp_perception.artifact import ArtifactError, read_meta
 from ssp_perception.classes import ClassSet
+from ssp_perception.files import load_tensor_file
 
 from .data.frames import DatasetInfo, list_clips
 from .logits import read_manifest
@@ -131,7 +132,7 @@ def check_teacher(recipe: Recipe, train_clips: tuple[str, ...] | None) -> None:
 
 
 def check_files(recipe: Recipe, needs_homography: bool) -> None:
-    """Check the weight files the run will read exist (all missing ones in one error)."""
+    """Check the weight files the run will read exist and hold tensors (never unpickled)."""
     flow_options = recipe.model.options.get("flow") or {}
     named = [("model.backbone_weights", recipe.model.backbone_weights),
              ("model.options.flow.raft_weights",
@@ -149,6 +150,14 @@ def check_files(recipe: Recipe, needs_homography: bool) -> None:
     if missing:
         _fail(f"{'; '.join(missing)} {'does' if len(missing) == 1 else 'do'} not exist; give "
               "the path of each weights file (nothing is downloaded)")
+    for key, path in named:
+        if path and path != "download":
+            # Read it now, safely: the loaders behind these keys would otherwise fail deep in
+            # the run with torch's multi-line unpickling message.
+            try:
+                load_tensor_file(path, f"recipe {key}")
+            except ValueError as err:
+                _fail(str(err))
 
 
 def check_batch(recipe: Recipe, world_size: int) -> None:

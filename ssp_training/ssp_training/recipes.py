@@ -26,6 +26,7 @@ import collections.abc
 import copy
 import dataclasses
 from dataclasses import dataclass, field
+import math
 from pathlib import Path
 import re
 import typing
@@ -149,6 +150,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             value = _number(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise RecipeError(f"recipe {where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise RecipeError(f"recipe {where}: expected a finite number, got {value!r}")
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):

@@ -1,24 +1,97 @@
-"""The run folder of ``ssp_train fit``: what may start or resume there."""
+"""The run folder of ``ssp_train fit``: who may use it, what may start or resume there.
+
+- **One run per folder.** The main rank holds an exclusive ``fcntl`` lock on
+  ``<run_dir>/.lock`` (which records its PID) for the whole run; a second ``fit`` on the same
+  folder refuses at once, naming that PID. The kernel drops the lock when its process dies,
+  so the lock file of a killed run (``kill -9``) is simply taken over.
+- **No leftovers of runs that never trained.** A folder this run created is removed again
+  when the run fails or is interrupted before its first checkpoint (a bad learning rate, a
+  batch larger than the data, an empty clip, Ctrl-C during start-up); once a checkpoint is
+  published the folder stays, and ``--resume`` continues it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+import contextlib
+import errno
+import fcntl
+import os
+from pathlib import Path
+import shutil
 from typing import Any
 
+from .checkpoint import LATEST
 from .distributed import barrier, DistInfo
 from .recipes import dump_recipe, load_recipe, Recipe, RecipeError
 
 RECIPE_COPY = "recipe.yaml"
+LOCK_FILE = ".lock"
 # What a resumed run may change: how it runs and validates, not what it trains.
 RESUME_MAY_CHANGE = ("run.threads", "run.device", "run.log_every", "run.plot",
                      "run.keep_resume_state", "data.workers", "val.", "description")
 SUMMARY = "summary.json"
 
 
-def prepare_run_dir(recipe: Recipe, resume: bool, info: DistInfo) -> None:
-    """Check ``recipe``'s run folder against ``resume``; create it with the recipe copy."""
+class RunLock:
+    """Exclusive lock of one run folder (``<run_dir>/.lock`` holding the owner's PID)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        """Name the folder to lock; :meth:`acquire` takes the lock."""
+        self.path = Path(run_dir) / LOCK_FILE
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock (creating the folder) or raise ``RecipeError`` naming the holder."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                holder = _read_pid(fd)
+                os.close(fd)
+                if err.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                raise RecipeError(
+                    f"run folder {self.path.parent} is in use by another ssp_train fit "
+                    f"(PID {holder or 'unknown'}); wait for it to end or set run.out_dir to "
+                    "another folder") from None
+            # The holder may have removed the file between our open and flock: then we
+            # locked a file nobody else will see, so try again on the current one.
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        """Remove the lock file and drop the lock."""
+        if self.fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        os.close(self.fd)
+        self.fd = None
+
+
+def _read_pid(fd: int) -> str:
+    try:
+        return os.pread(fd, 32, 0).decode().strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def check_run_dir(recipe: Recipe, resume: bool) -> None:
+    """Raise ``RecipeError`` if ``recipe``'s run folder cannot start (or resume) this run."""
     run_dir = recipe.out_dir
     saved = run_dir / RECIPE_COPY
-    has_ckpt = (run_dir / "checkpoints" / "latest.json").is_file()
+    has_ckpt = (run_dir / "checkpoints" / LATEST).is_file()
     # A finished run's resume state may be pruned: its summary still marks it.
     finished = (run_dir / SUMMARY).is_file()
     if (has_ckpt or finished) and not resume:
@@ -32,9 +105,48 @@ def prepare_run_dir(recipe: Recipe, resume: bool, info: DistInfo) -> None:
         if diff:
             raise RecipeError(f"--resume with a recipe that differs from {saved} in {diff}; "
                               "resume with the same recipe and overrides")
+
+
+@contextlib.contextmanager
+def run_folder(recipe: Recipe, resume: bool, info: DistInfo) -> Iterator[Path]:
+    """Lock and check the run folder for the block; clean up if the block fails early.
+
+    An exception leaving the block removes the folder when this run created it and no
+    checkpoint was published; the exception then carries a ``note`` saying what was kept
+    (read by :func:`ssp_perception.cli.run_main` for its ``interrupted`` line).
+    """
+    run_dir = recipe.out_dir
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RecipeError(f"run.out_dir {run_dir} exists and is not a folder")
+    ours = not run_dir.exists() or not any(run_dir.iterdir())
+    lock = RunLock(run_dir) if info.is_main else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        check_run_dir(recipe, resume)
+        yield run_dir
+    except BaseException as err:
+        if lock is not None:
+            err.note = _after_failure(run_dir, ours)
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _after_failure(run_dir: Path, ours: bool) -> str:
+    if (run_dir / "checkpoints" / LATEST).is_file():
+        return f"the last checkpoint is kept in {run_dir}; continue with --resume"
+    if ours:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return f"no checkpoint yet, so the run folder {run_dir} was removed"
+    return f"no checkpoint yet; {run_dir} holds only what was there before"
+
+
+def start_run_dir(recipe: Recipe, info: DistInfo) -> None:
+    """Write the recipe copy into the (locked, checked) run folder; wait for every rank."""
     if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        dump_recipe(recipe, saved)
+        dump_recipe(recipe, recipe.out_dir / RECIPE_COPY)
     barrier(info)
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from safetensors.torch import load_file
 from ssp_perception.classes import ClassSet
-from ssp_perception.cli import ArgumentParser, run_main
+from ssp_perception.cli import run_main
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -47,10 +47,11 @@ from .kd import KDImageTask, KDSSPTask
 from .model_kinds import get_model_kind, ModelKind
 from .preflight import preflight, PreflightResult
 from .recipes import load_recipe, Recipe, RecipeError
-from .run_folder import prepare_run_dir
+from .run_folder import run_folder, start_run_dir
 from .runlog import plot_curves, RunLog
 from .schedule import build_scheduler, WarmupCosine
 from .tasks import BatchFlow, SupervisedTask
+from .train_args import build_parser, interrupted_note
 from .train_data import BatchHomography, build_train_dataset
 from .validate import validate
 
@@ -208,7 +209,12 @@ class Trainer:
         self.state = TrainState()
         if resume:
             self._restore()
-        self.log = RunLog(self.run_dir, self.state.step) if info.is_main else None
+        self.log: RunLog | None = None
+
+    def open_log(self) -> None:
+        """Open the CSV and TensorBoard logs (rank 0), once the run folder is set up."""
+        if self.info.is_main:
+            self.log = RunLog(self.run_dir, self.state.step)
 
     # ----------------------------------------------------------------------------- state
     def _restore(self) -> None:
@@ -423,40 +429,20 @@ def fit(recipe_path: str, overrides: list[str], resume: bool) -> dict[str, Any]:
         if recipe.run.threads:
             torch.set_num_threads(recipe.run.threads)
         pre = preflight(recipe, world_size=info.world_size)
-        prepare_run_dir(recipe, resume, info)
-        done = recipe.out_dir / SUMMARY
-        if resume and done.is_file() and latest_checkpoint(recipe.out_dir) is None:
-            # Finished, resume state pruned: nothing to train, the artifact is there.
-            return json.loads(done.read_text(encoding="utf-8"))
-        trainer = Trainer(recipe, info, pre, resume)
-        if trainer.state.epoch >= recipe.optim.last_epoch:
-            return trainer.finish()
-        return trainer.run()
+        with run_folder(recipe, resume, info):
+            done = recipe.out_dir / SUMMARY
+            if resume and done.is_file() and latest_checkpoint(recipe.out_dir) is None:
+                # Finished, resume state pruned: nothing to train, the artifact is there.
+                return json.loads(done.read_text(encoding="utf-8"))
+            # Every data-dependent check runs while building the trainer, before any write.
+            trainer = Trainer(recipe, info, pre, resume)
+            start_run_dir(recipe, info)
+            trainer.open_log()
+            if trainer.state.epoch >= recipe.optim.last_epoch:
+                return trainer.finish()
+            return trainer.run()
     finally:
         shutdown(info)
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="ssp_train", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
-    f = sub.add_parser("fit", help="train a model from a recipe")
-    f.add_argument("--recipe", required=True, help="recipe YAML (ssp_training/configs/*.yaml)")
-    f.add_argument("--resume", action="store_true",
-                   help="continue the run in run.out_dir from its latest checkpoint")
-    f.add_argument("overrides", nargs="*",
-                   help="dotted recipe overrides, e.g. optim.lr=1e-4 (every key with its type, "
-                        "default and doc: 'ssp_train keys')")
-    c = sub.add_parser("check", help="load a recipe and run the preflight checks only")
-    c.add_argument("--recipe", required=True, help="recipe YAML")
-    c.add_argument("overrides", nargs="*", help="dotted recipe overrides")
-    from .logits import add_export_arguments
-    add_export_arguments(sub.add_parser(
-        "export-logits", help="run a teacher over every training frame and store its logits"))
-    sub.add_parser("keys", help="list every recipe key with its type, default and doc")
-    from .pipeline import add_pipeline_arguments
-    add_pipeline_arguments(sub.add_parser(
-        "pipeline", help="run every stage of the paper's table in order, then merge the tables"))
-    return p
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -486,11 +472,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``ssp_train`` command line; return the process exit code."""
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     # RecipeError and ArtifactError are ValueErrors: bad input, explained, no traceback.
     return run_main(lambda: _run(args), "ssp_train",
                     usage_errors=(ValueError, OSError, CheckpointError),
-                    interrupted="continue with --resume")
+                    interrupted=interrupted_note(args.command))
 
 
 __all__ = ["Trainer", "TrainState", "build_task", "fit", "init_weights", "main"]

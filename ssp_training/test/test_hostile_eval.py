@@ -209,3 +209,14 @@ def test_unknown_preset_in_the_artifact(dataset, artifact, tmp_path, capsys):
     assert rc == 2
     assert_one_error_line(err, "ssp_eval", "model.preset 'nope'", "hiera_bplus, hiera_s, lite")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nope.safetensors"]
+
+
+def test_render_never_replaces_a_foreign_render_folder(dataset, artifact, tmp_path, capsys):
+    render = tmp_path / "out" / "render"
+    render.mkdir(parents=True)
+    (render / "notes.txt").write_text("mine\n")
+    before = snapshot(tmp_path)
+    rc, err = _eval(capsys, artifact, dataset, tmp_path / "out", "--render")
+    assert rc == 2
+    assert_one_error_line(err, "ssp_eval", str(render), "not written by ssp_eval --render")
+    assert snapshot(tmp_path) == before

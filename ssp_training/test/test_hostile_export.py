@@ -73,6 +73,10 @@ def test_out_dir_that_is_a_file(artifact, tmp_path, capsys):
     assert rc == 2
     assert_one_error_line(err, "ssp_export", str(target), "not a folder")
     assert snapshot(tmp_path) == before
+    rc, err = _run(capsys, "onnx", str(artifact), "--out-dir", str(target / "sub"))
+    assert rc == 2
+    assert_one_error_line(err, "ssp_export", f"{target} is a file, not a folder")
+    assert snapshot(tmp_path) == before
 
 
 def test_non_empty_folder_needs_force_and_must_be_an_export(artifact, tmp_path, capsys):

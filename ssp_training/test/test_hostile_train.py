@@ -1,0 +1,159 @@
+"""``ssp_train`` under hostile input (issue 17 items 2, 6, 9, 11): locks and no leftovers."""
+
+import os
+import pickle
+import signal
+
+from _hostile import assert_one_error_line, console, snapshot, wait_until
+import pytest
+from ssp_perception.artifact import save_artifact
+from ssp_perception.classes import UAVID
+from ssp_perception.config import preset
+from ssp_perception.models import create_model
+from ssp_training.checkpoint import latest_checkpoint
+from ssp_training.data.synth import generate_dataset, SynthConfig
+from ssp_training.recipes import CONFIG_DIR
+from ssp_training.run_folder import LOCK_FILE, RunLock
+from ssp_training.train import main
+import torch
+
+IMAGE = str(CONFIG_DIR / "synth_tiny_image.yaml")
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "synth"
+    return generate_dataset(root, SynthConfig(size=(64, 96), frames=4, sequences=3, seed=0),
+                            progress=False)
+
+
+def _run(capsys, *argv):
+    try:
+        rc = main(list(argv))
+    except SystemExit as end:
+        rc = end.code
+    return rc, capsys.readouterr().err
+
+
+def _fit(capsys, synth, out, *overrides):
+    return _run(capsys, "fit", "--recipe", IMAGE, f"data.root={synth}", f"run.out_dir={out}",
+                "val.every=0", "run.plot=false", *overrides)
+
+
+# ------------------------------------------- item 6: data-dependent failures leave nothing
+@pytest.mark.parametrize("override,needle", [
+    ("optim.lr=.nan", "optim.lr: expected a finite number"),
+    ("optim.lr=.inf", "optim.lr: expected a finite number"),
+    ("optim.batch_size=4096", "no full optimiser step at batch_size 4096"),
+])
+def test_failed_check_leaves_no_run_folder(override, needle, synth, tmp_path, capsys):
+    rc, err = _fit(capsys, synth, tmp_path / "run", override)
+    assert rc == 2
+    assert_one_error_line(err, "ssp_train", needle)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_nan_lr_in_a_recipe_file(synth, tmp_path, capsys):
+    recipe = tmp_path / "nan.yaml"
+    recipe.write_text(open(IMAGE).read().replace("lr: 1.0e-3", "lr: .nan"))
+    rc, err = _run(capsys, "fit", "--recipe", str(recipe), f"data.root={synth}",
+                   f"run.out_dir={tmp_path / 'run'}")
+    assert rc == 2
+    assert_one_error_line(err, "ssp_train", "optim.lr", "nan")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.yaml"]
+
+
+def test_empty_clip(synth, tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("dataset.json", "val.txt"):
+        (data / name).write_bytes((synth / name).read_bytes())
+    (data / "train.txt").write_text("empty_clip\n")
+    (data / "data" / "empty_clip" / "origin").mkdir(parents=True)
+    before = snapshot(tmp_path)
+    rc, err = _fit(capsys, data, tmp_path / "run")
+    assert rc == 2
+    assert_one_error_line(err, "ssp_train", "empty_clip")
+    assert snapshot(tmp_path) == before
+
+
+# --------------------------------------------------- item 9: weight files that are pickles
+def _pickle(path):
+    with open(path, "wb") as f:
+        pickle.dump({"state": [1.0], "evil": os.system}, f)
+    return path
+
+
+@pytest.mark.parametrize("kind,needle", [("pickle", "pickled Python objects"),
+                                         ("empty", "empty (0 bytes)"),
+                                         ("missing", "does not exist")])
+@pytest.mark.parametrize("key", ["model.backbone_weights", "loss.flow_weights"])
+def test_bad_weight_files(key, kind, needle, synth, tmp_path, capsys):
+    weights = tmp_path / "weights.pth"
+    if kind == "pickle":
+        _pickle(weights)
+    elif kind == "empty":
+        weights.write_bytes(b"")
+    extra = [f"{key}={weights}"]
+    if key == "loss.flow_weights":
+        extra = ["loss.kind=ssp", "loss.flow=raft", "model.kind=ssp", *extra]
+    before = snapshot(tmp_path)
+    rc, err = _fit(capsys, synth, tmp_path / "run", *extra)
+    assert rc == 2
+    assert_one_error_line(err, "ssp_train", key, str(weights), needle)
+    assert snapshot(tmp_path) == before
+
+
+# ------------------------------------------- item 11: export-logits --input-size 31x33
+def test_export_logits_input_size_must_be_multiples_of_32(synth, tmp_path, capsys):
+    torch.manual_seed(0)
+    teacher = tmp_path / "teacher.safetensors"
+    save_artifact(teacher, create_model(preset("lite", input_size=(64, 96))), UAVID)
+    rc, err = _run(capsys, "export-logits", "--teacher", str(teacher), "--data", str(synth),
+                   "--out", str(tmp_path / "logits"), "--input-size", "31x33")
+    assert rc == 2
+    assert_one_error_line(err, "ssp_train export-logits", "--input-size", "multiples of 32",
+                          "31x33", "e.g. 32x32")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["teacher.safetensors"]
+
+
+# ------------------------------------------------------------ item 2: one run per folder
+def test_second_run_on_the_same_folder_is_refused_and_a_dead_runs_lock_taken_over(
+        synth, tmp_path, capsys):
+    run = tmp_path / "run"
+    overrides = [f"data.root={synth}", f"run.out_dir={run}", "val.every=0", "run.plot=false",
+                 "optim.epochs=1"]
+    first = console("ssp_train", "fit", "--recipe", IMAGE, *overrides)
+    try:
+        lock = run / LOCK_FILE
+        wait_until(lambda: lock.is_file() and lock.read_text().strip() == str(first.pid),
+                   first)
+        first.send_signal(signal.SIGSTOP)   # holds the lock, does nothing: a real 'busy' run
+        rc, err = _run(capsys, "fit", "--recipe", IMAGE, *overrides)
+        assert rc == 2
+        assert_one_error_line(err, "ssp_train", f"in use by another ssp_train fit (PID "
+                              f"{first.pid})", str(run))
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    # kill -9 left the lock file with the dead PID; the kernel dropped the lock itself.
+    assert lock.read_text().strip() == str(first.pid)
+    resume = ["--resume"] if latest_checkpoint(run) is not None else []
+    rc, err = _run(capsys, "fit", "--recipe", IMAGE, *resume, *overrides)
+    assert rc == 0, err
+    assert (run / "model.safetensors").is_file() and not lock.exists()
+
+
+def test_lock_file_of_a_dead_process_is_taken_over(tmp_path):
+    (tmp_path / LOCK_FILE).write_text("999999999\n")
+    lock = RunLock(tmp_path)
+    lock.acquire()
+    assert (tmp_path / LOCK_FILE).read_text() == f"{os.getpid()}\n"
+    with pytest.raises(ValueError, match=f"in use by another ssp_train fit \\(PID "
+                                         f"{os.getpid()}\\)"):
+        RunLock(tmp_path).acquire()   # a second holder, even in the same process, is refused
+    lock.release()
+    assert not (tmp_path / LOCK_FILE).exists()
