@@ -117,3 +117,15 @@ def test_bad_frames_skipped_and_counted(tmp_path, model):
               for m in msgs["/ssp/rejected"]]
     assert stamps == [1_000_000_000 + k * 100_000_000 for k in sorted(BAD)]
     assert np.isfinite(report["modes"]["ssp"]["tc"])
+
+
+def test_nan_model_fails_fast_with_the_node_in_its_own_process(tmp_path, nan_model, capsys):
+    bag = tr.write_bag(tmp_path / "flight", n=N, labels=False)
+    args = [a for a in _args(bag, tmp_path / "out", nan_model) if a != "--in-process"]
+    start = time.monotonic()
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert_one_error_line(err, "ssp_replay", "ssp_node rejected frame 0", "nonfinite_output")
+    assert time.monotonic() - start < 90.0     # includes the node process's start-up
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flight"]
