@@ -52,7 +52,6 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
-from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import CompressedImage, Image
 from ssp_msgs.msg import ClassInfo, SegmentationStatus
 from ssp_msgs.srv import ResetStreams
@@ -510,7 +509,9 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--managed", action="store_true",
                         help="start as a managed (lifecycle) node in the unconfigured state: "
                              "configure loads the model, activate subscribes (docs/NODE.md)")
-    return parser.parse_args(remove_ros_args(argv)[1:])
+    # Not rclpy's remove_ros_args: it parses the ROS arguments (and raises rcl's errors);
+    # ros_cli.init reports those in one line.
+    return parser.parse_args(ros_cli.user_args(argv))
 
 
 def main(args: list[str] | None = None) -> int:
