@@ -225,8 +225,10 @@ def entry(tool: str, module: str, attr: str = "main") -> NoReturn:
     ``<tool>: interrupted; nothing was written``.
     """
     global _late, _tool
-    install_signal_handlers()
     try:
+        # Inside the try: a signal that lands as soon as the first handler is in place (while
+        # the second is being installed) already raises Interrupted.
+        install_signal_handlers()
         main = getattr(importlib.import_module(module), attr)
         code = main()
     except KeyboardInterrupt as err:

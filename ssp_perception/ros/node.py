@@ -52,20 +52,20 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
-from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import CompressedImage, Image
 from ssp_msgs.msg import ClassInfo, SegmentationStatus
 from ssp_msgs.srv import ResetStreams
 from std_msgs.msg import Header
 import torch
 
-from . import conversions
+from . import conversions, ros_cli
 from .errors import StartupError
 from .input_qos import InputSubscription
 from .managed import ManagedNodeMixin, spin_until_finalized
 from .params import build_configs, parameter_specs, ParamSpec, plain_value
 from .worker import Outputs, StreamWorker, window_values
 from ..artifact import ArtifactError, ArtifactMeta, read_meta
+from ..cli import ArgumentParser, entry, run_main, UsageError
 from ..encodings import palette_lut
 from ..stream import Segmenter
 from ..synthetic import synthetic_frames
@@ -116,6 +116,10 @@ class SegmentationNode(Node):
         """Phase 1a: declare the parameters (typed from the configs)."""
         self._specs = {s.name: s for s in parameter_specs()}
         self._values = self._declare_parameters()
+        # ROS ignores parameters a node does not declare: name the closest one instead.
+        given = getattr(self, "_parameter_overrides", {})   # command line and params files
+        for line in ros_cli.undeclared_warnings(given, self._specs):
+            self.get_logger().warning(line)
 
     def _configure(self) -> None:
         """Phase 1b: validate the parameter values (configs, model file, device)."""
@@ -258,7 +262,10 @@ class SegmentationNode(Node):
         """
         size = self._network_size()
         size = size if isinstance(size, tuple) else tuple(self.segmenter.input_size)
-        stream = self.segmenter.new_stream(self._stream_cfg, self._reg_cfg)
+        try:
+            stream = self.segmenter.new_stream(self._stream_cfg, self._reg_cfg)
+        except (OSError, ValueError) as err:  # registration weights missing, empty, pickled
+            raise StartupError(str(err)) from None
         for k, (frame, _) in enumerate(synthetic_frames(size, 2)):
             stream.process(frame, 0.05 * k, "warm-up")
 
@@ -304,7 +311,8 @@ class SegmentationNode(Node):
             labels=publisher(cfg.publish_labels, Image, "labels"),
             color=publisher(cfg.publish_color, Image, "color"),
             overlay=publisher(cfg.publish_overlay, Image, "overlay"),
-            confidence=publisher(cfg.publish_confidence, Image, "confidence"))
+            confidence=publisher(cfg.publish_confidence, Image, "confidence"),
+            rejected=publisher(True, DiagnosticArray, "rejected", QoSProfile(depth=10)))
         stream = self.segmenter.new_stream(self._stream_cfg, self._reg_cfg)
         stream_id = self.resolve_topic_name(name)       # remapped and expanded
         self.workers[stream_id] = StreamWorker(self, stream_id, stream, outputs, decode)
@@ -495,45 +503,57 @@ class ManagedSegmentationNode(ManagedNodeMixin, LifecycleNodeMixin, Segmentation
 
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="ssp_node", description="Segment camera streams with SSP (docs/NODE.md). ROS "
         "arguments go after --ros-args (parameters, remappings).")
     parser.add_argument("--managed", action="store_true",
                         help="start as a managed (lifecycle) node in the unconfigured state: "
                              "configure loads the model, activate subscribes (docs/NODE.md)")
-    return parser.parse_args(remove_ros_args(argv)[1:])
+    # Not rclpy's remove_ros_args: it parses the ROS arguments (and raises rcl's errors);
+    # ros_cli.init reports those in one line.
+    return parser.parse_args(ros_cli.user_args(argv))
 
 
 def main(args: list[str] | None = None) -> int:
-    """Run ssp_node until shutdown; return the process exit code (1 when it cannot start)."""
+    """Run ssp_node until Ctrl-C or SIGTERM; return the exit status (:mod:`ssp_perception.cli`).
+
+    ``--help`` prints the usage and the parameters; a node that cannot start (bad parameters,
+    parameter file or model) exits 2 with one line; Ctrl-C 130 and SIGTERM 143 after the
+    workers stopped and the context was shut down.
+    """
     argv = list(sys.argv if args is None else args)
+    if any(a in ("-h", "--help") for a in ros_cli.user_args(argv)):
+        print(ros_cli.usage(parameter_specs()))
+        return 0
+    return run_main(lambda: _run(argv), "ssp_node", usage_errors=(ros_cli.RosArgsError,),
+                    interrupted="streams stopped, node shut down")
+
+
+def _run(argv: list[str]) -> int:
     options = _parse_args(argv)          # a usage error exits with code 2, before ROS starts
-    rclpy.init(args=argv)
+    context = rclpy.Context()
+    ros_cli.init(argv, context)
     node = None
     try:
-        node = (ManagedSegmentationNode if options.managed else SegmentationNode)()
-        executor = SingleThreadedExecutor()
+        try:
+            node = (ManagedSegmentationNode if options.managed else SegmentationNode)(
+                context=context)
+        except StartupError as err:
+            raise UsageError(f"cannot start: {err}") from None
+        executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
         if options.managed:
             spin_until_finalized(executor, node)
         else:
             executor.spin()
-    except StartupError as err:
-        rclpy.logging.get_logger("ssp_node").fatal(f"cannot start: {err}")
-        return 1
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except ExternalShutdownException:
         pass
-    except Exception:
-        if rclpy.ok():
-            raise
-        # Ctrl-C while starting (e.g. during model loading) invalidates the context under
-        # whatever ROS call runs: a shutdown, not an error worth a traceback.
     finally:
         if node is not None:
             node.destroy_node()
-        rclpy.try_shutdown()
+        rclpy.try_shutdown(context=context)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry("ssp_node", "ssp_perception.ros.node")

@@ -19,6 +19,7 @@ Metrics (defined in full in ``docs/REPLAY.md``):
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 import json
 import math
@@ -84,6 +85,10 @@ class FrameRecord:
     """The node's label mask, PNG-compressed to keep long replays in memory."""
     status: StatusSample | None = None
     """The node's status for this frame, when it arrived."""
+    rejected: str = ""
+    """Why the node rejected this frame (its ``rejected`` topic: e.g. "nonfinite_output")."""
+    rejected_detail: str = ""
+    """The node's one-line message about the rejection."""
 
     @property
     def latency_ms(self) -> float:
@@ -287,11 +292,14 @@ class Evaluator:
         state = self._state[run.name]
         statuses = [r.status for r in run.records if r.status is not None]
         frames_out = sum(r.labels_png is not None for r in run.records)
+        rejected = sum(bool(r.rejected) for r in run.records)
         latencies = [r.latency_ms for r in run.records if r.labels_png is not None]
         summary: dict[str, Any] = {
             "frames_in": len(run.records),
             "frames_out": frames_out,
-            "dropped": len(run.records) - frames_out,
+            "dropped": len(run.records) - frames_out - rejected,
+            "rejected": rejected,
+            "rejected_reasons": dict(Counter(r.rejected for r in run.records if r.rejected)),
             "node_dropped": statuses[-1].frames_dropped if statuses else 0,
             "wall_s": run.wall_s,
             "fps": frames_out / run.wall_s if run.wall_s > 0 else math.nan,
@@ -372,7 +380,7 @@ DETAIL_ROWS = SUMMARY_ROWS + (
     ("TC online (node)", "tc_online", 100.0, "{:.1f}"),
     ("flip rate online %", "flip_rate_online", 100.0, "{:.2f}"),
     ("frames in", "frames_in", 1.0, "{:.0f}"), ("frames out", "frames_out", 1.0, "{:.0f}"),
-    ("dropped", "dropped", 1.0, "{:.0f}"),
+    ("dropped", "dropped", 1.0, "{:.0f}"), ("rejected", "rejected", 1.0, "{:.0f}"),
     ("latency p50 ms", ("latency_ms", "p50"), 1.0, "{:.1f}"),
     ("latency p90 ms", ("latency_ms", "p90"), 1.0, "{:.1f}"),
     ("latency p99 ms", ("latency_ms", "p99"), 1.0, "{:.1f}"),
