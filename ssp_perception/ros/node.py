@@ -32,10 +32,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-from dataclasses import replace
-import hashlib
-import math
-from pathlib import Path
 import sys
 import time
 from typing import Any
@@ -59,19 +55,19 @@ from std_msgs.msg import Header
 import torch
 
 from . import conversions, ros_cli
+from .diagnostics import stream_diagnostic
 from .errors import StartupError
 from .input_qos import InputSubscription
 from .managed import ManagedNodeMixin, spin_until_finalized
+from .model_files import check_device, resolve_model_path, sha256_prefix
 from .params import build_configs, parameter_specs, ParamSpec, plain_value
-from .worker import Outputs, StreamWorker, window_values
+from .worker import Outputs, StreamWorker
 from ..artifact import ArtifactError, ArtifactMeta, read_meta
 from ..cli import ArgumentParser, entry, run_main, UsageError
 from ..encodings import palette_lut
 from ..stream import Segmenter
 from ..synthetic import synthetic_frames
 
-PACKAGE_DIR = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = PACKAGE_DIR / "weights" / "ssp_lite_synth.safetensors"
 # Period of the check of the inputs' publishers. Matched events come first but often before
 # the graph lists the new publisher; a frame every 0.2 s at most goes to a stale policy, and
 # the check is one graph query (~50 us) per stream.
@@ -127,8 +123,8 @@ class SegmentationNode(Node):
             self.config, self._stream_cfg, self._reg_cfg = build_configs(self._values)
         except ValueError as err:
             raise StartupError(str(err)) from None
-        self.model_path = _resolve_model_path(self.config.model_path)
-        _check_device(self.config.device)
+        self.model_path = resolve_model_path(self.config.model_path)
+        check_device(self.config.device)
 
     def _load(self) -> None:
         """Phase 2: load the model and warm it up."""
@@ -251,7 +247,7 @@ class SegmentationNode(Node):
                                                 dtype=cfg.dtype)
         except (ArtifactError, OSError, ValueError, RuntimeError) as err:
             raise unusable(err) from None    # e.g. truncated weights, CUDA absent
-        return segmenter, f"{path.name}@{_sha256_prefix(path)}", meta
+        return segmenter, f"{path.name}@{sha256_prefix(path)}", meta
 
     def _warm_up(self) -> None:
         """End phase 2: run two frames through a throwaway stream before any camera frame.
@@ -402,38 +398,9 @@ class SegmentationNode(Node):
                 "network_input": str(self._network_size()), "streams": len(self.workers)}
 
     def _stream_diagnostic(self, worker: StreamWorker, now: float) -> Any:
-        cfg = self.config
-        silent_s = now - worker.stats.last_receive
-        silent = silent_s > cfg.input_timeout_s
-        if silent:
-            # Before the first frame the node is waiting, not starved: say so, and for whom.
-            text = (f"no input for {silent_s:.1f} s" if worker.stats.received
-                    else f"waiting for the first frame for {silent_s:.1f} s "
-                         f"({worker.input.publishers})")
-            worker.warn("no_input", f"{worker.stream_id}: {text}")
-        st, frames, elapsed = worker.take_window()
-        if st.window_missing:   # this period's frames: reported here, not in the next period
-            loss = _transport_loss_text(worker, st, elapsed)
-            worker.warn("transport_loss", loss, record=False)
-            st = replace(st, window_warnings=[*st.window_warnings, loss], last_warning=loss)
-        values = window_values(st, frames, elapsed)
-        values["seconds_since_input"] = silent_s
-        values["input_reliability"] = worker.input.describe()
-        values["input_publishers"] = worker.input.publishers
-        if self.get_clock().now().nanoseconds == 0:
-            values["input_age_note"] = ("the node clock has no time yet (use_sim_time is true "
-                                        "and no /clock was received): input ages are unknown")
-        if silent:
-            level, message = "warn", text
-        elif st.window_warnings:
-            level, message = "warn", st.window_warnings[-1]
-        else:
-            level = "ok"
-            message = (f"{values['input_rate_hz']:.1f} Hz in, "
-                       f"{values['output_rate_hz']:.1f} Hz out")
-        return conversions.diagnostic_status(f"{self.get_fully_qualified_name()}: "
-                                             f"{worker.stream_id}", worker.stream_id, level,
-                                             message, values)
+        return stream_diagnostic(f"{self.get_fully_qualified_name()}: {worker.stream_id}",
+                                 worker, now, self.config.input_timeout_s,
+                                 clock_has_time=self.get_clock().now().nanoseconds != 0)
 
     # -- shutdown ---------------------------------------------------------------------------
 
@@ -442,46 +409,6 @@ class SegmentationNode(Node):
         for worker in self.workers.values():
             worker.stop()
         super().destroy_node()
-
-
-def _transport_loss_text(worker: StreamWorker, st: Any, elapsed: float) -> str:
-    """Return the warning for frames that never reached the node, with what to do."""
-    rate = 1.0 / st.input_period_s if st.input_period_s > 0 else math.nan
-    sent = st.window_missing + st.window_received
-    return (f"{worker.stream_id}: {st.window_missing} of {sent} frames in the last "
-            f"{elapsed:.1f} s never arrived (publisher ~{rate:.1f} Hz, input reliability "
-            f"{worker.input.describe()}): transport loss before the node. Subscribe reliable "
-            f"to a reliable camera (input_reliability auto or reliable) and give the camera "
-            f"driver's process the transport profile config/fastdds_large_frames.xml "
-            f"(docs/NODE.md, Transport)")
-
-
-def _check_device(device: str) -> None:
-    """Raise StartupError when ``device`` (already well-formed) does not exist here."""
-    if not device.startswith("cuda"):
-        return
-    if not torch.cuda.is_available():
-        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "no CUDA"
-        raise StartupError(f"device {device!r}: CUDA is not available on this machine (torch "
-                           f"{torch.__version__}, built with {build}, sees no GPU); use "
-                           f"device:=cpu")
-    index = int(device.partition(":")[2] or 0)
-    if index >= torch.cuda.device_count():
-        raise StartupError(f"device {device!r}: this machine has "
-                           f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 .. "
-                           f"cuda:{torch.cuda.device_count() - 1})")
-
-
-def _resolve_model_path(model_path: str) -> Path:
-    return Path(model_path).expanduser() if model_path else DEFAULT_MODEL
-
-
-def _sha256_prefix(path: Path, n: int = 12) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:n]
 
 
 def _join(ns: str, name: str) -> str:
