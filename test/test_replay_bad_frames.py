@@ -9,7 +9,6 @@ elapsed-time checks by far.
 import json
 import time
 
-from _tool_process import assert_one_error_line, snapshot
 import numpy as np
 import pytest
 from rosbags.rosbag2 import StoragePlugin, Writer
@@ -18,6 +17,7 @@ from ssp_perception.ros.replay.cli import main
 from ssp_perception.ros.replay.config import ReplayError
 from ssp_perception.ros.replay.run import replay
 from ssp_perception.synthetic import synthetic_frames
+from ssp_perception.testing import assert_one_error_line, snapshot
 import test_node_harness as th
 import test_replay as tr
 

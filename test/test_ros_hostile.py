@@ -9,8 +9,8 @@ import collections
 import os
 import pickle
 
-from _tool_process import assert_one_error_line, run_tool, snapshot, Tool
 import pytest
+from ssp_perception.testing import assert_one_error_line, run_tool, snapshot, Tool
 
 import test_replay as tr
 

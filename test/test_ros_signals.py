@@ -10,8 +10,8 @@ import os
 import re
 import signal
 
-from _tool_process import Tool
 import pytest
+from ssp_perception.testing import Tool
 
 import test_replay as tr
 

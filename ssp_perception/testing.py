@@ -1,8 +1,9 @@
-"""Run ssp_node / ssp_replay / ssp_bench as their console scripts do, and watch them.
+"""Test helpers for both packages' tool tests: run a console script as a user does, watch it.
 
-The checks of the ROS tools' hostile-input and signal tests: one error line, nothing else
-touched, and waits on real conditions (a line in the output, a file, the signal handlers in
-place), never on bare sleeps.
+The hostile-input and signal tests of every tool (``ssp_node ssp_replay ssp_bench ssp_data
+ssp_train ssp_eval ssp_export``) share these checks: one error line, nothing else touched,
+and waits on real conditions (a line in the output, a file, the signal handlers in place),
+never bare sleeps. Standard library only; nothing here runs in the product.
 """
 
 from __future__ import annotations
@@ -33,10 +34,38 @@ def assert_one_error_line(stderr: str, tool: str, *needles: str) -> str:
     errors = [line for line in lines if ": error:" in line]
     assert len(errors) == 1 and lines[-1] == errors[0], stderr
     line = errors[0]
-    assert line.startswith(f"{tool}: error: "), line
+    assert line.startswith(tool) and ": error: " in line, line
     for needle in needles:
         assert needle in line, (needle, line)
     return line
+
+
+ROS_TOOLS = ("ssp_node", "ssp_replay", "ssp_bench")
+
+
+def console_code(tool: str) -> str:
+    """Return the ``python -c`` code that runs ``tool`` exactly as its console script does."""
+    package = "ssp_perception" if tool in ROS_TOOLS else "ssp_training"
+    return f"from {package}.console import {tool}; {tool}()"
+
+
+def console(tool: str, *args: str, **popen: object) -> subprocess.Popen:
+    """Start ``tool`` as its console script, with text stdout and stderr pipes."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.Popen([sys.executable, "-c", console_code(tool), *args], env=env,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+
+
+def wait_until(condition: Callable[[], bool], proc: subprocess.Popen | None = None,
+               timeout: float = 300.0) -> None:
+    """Poll ``condition`` (a real state: a file, a line, a handler) until it holds."""
+    end = time.monotonic() + timeout
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process ended ({proc.returncode}) before the condition: "
+                                 f"{proc.stderr.read() if proc.stderr else ''}")
+        assert time.monotonic() < end, "condition not reached in time"
+        time.sleep(0.01)
 
 
 def ignore_sigint() -> None:
@@ -49,7 +78,7 @@ class Tool:
 
     def __init__(self, tool: str, *args: str, background: bool = False,
                  cwd: Path | None = None, domain_id: int | None = None) -> None:
-        code = f"from ssp_perception.console import {tool}; {tool}()"
+        code = console_code(tool)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": "",
                "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
         if domain_id is not None:
