@@ -51,7 +51,9 @@ def console_code(tool: str) -> str:
 
 def console(tool: str, *args: str, **popen: object) -> subprocess.Popen:
     """Start ``tool`` as its console script, with text stdout and stderr pipes."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""}
+    # faulthandler: a crash of the tool shows its Python stack in the test's failure output.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": "",
+           "PYTHONFAULTHANDLER": "1"}
     return subprocess.Popen([sys.executable, "-c", console_code(tool), *args], env=env,
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
 
@@ -80,7 +82,7 @@ class Tool:
                  cwd: Path | None = None, domain_id: int | None = None) -> None:
         code = console_code(tool)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": "",
-               "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+               "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "PYTHONFAULTHANDLER": "1"}
         if domain_id is not None:
             env["ROS_DOMAIN_ID"] = str(domain_id)
         self.proc = subprocess.Popen(

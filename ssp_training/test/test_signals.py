@@ -87,7 +87,7 @@ def test_signal_at_start_up(tool, args, sig, tmp_path):
     out = tmp_path / "out"
     proc = _start(tool, *(a.format(out=out) for a in args))
     status, err = _signal_when(proc, lambda: handlers_installed(proc.pid), sig)
-    assert status == STATUS[sig]
+    assert status == STATUS[sig], err
     _interrupted_line(err, tool)
     assert list(tmp_path.iterdir()) == []
 
@@ -100,7 +100,7 @@ def test_ssp_data_synth_mid_work(sig, tmp_path):
                   "200", "--size", "384x640", "--quiet")
     status, err = _signal_when(
         proc, lambda: any(s.rglob("origin/*.png") for s in _staging(tmp_path)), sig)
-    assert status == STATUS[sig]
+    assert status == STATUS[sig], err
     assert f"no output written ({out} is as before)" in _interrupted_line(err, "ssp_data")
     assert list(tmp_path.iterdir()) == []
 
@@ -182,7 +182,7 @@ def test_ssp_eval_render_mid_work(sig, video_dataset, artifact, tmp_path):
                   "--no-plots", "--threads", "1")
     status, err = _signal_when(
         proc, lambda: out.is_dir() and any(s.glob(".*.mp4") for s in _staging(out)), sig)
-    assert status == STATUS[sig]
+    assert status == STATUS[sig], err
     assert "no report written" in _interrupted_line(err, "ssp_eval")
     assert list(tmp_path.iterdir()) == []   # no report, no render/, no half staging
 
@@ -192,7 +192,7 @@ def test_ssp_export_mid_work(sig, artifact, tmp_path):
     out = tmp_path / "deploy"
     proc = _start("ssp_export", "onnx", str(artifact), "--out-dir", str(out))
     status, err = _signal_when(proc, lambda: bool(_staging(tmp_path)), sig)
-    assert status == STATUS[sig]
+    assert status == STATUS[sig], err
     assert "no output folder written" in _interrupted_line(err, "ssp_export")
     assert list(tmp_path.iterdir()) == []
 
