@@ -28,9 +28,9 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "ssp_node = ssp_perception.ros.node:main",
-            "ssp_replay = ssp_perception.ros.replay.cli:main",
-            "ssp_bench = ssp_perception.tools.bench:main",
+            "ssp_node = ssp_perception.console:ssp_node",
+            "ssp_replay = ssp_perception.console:ssp_replay",
+            "ssp_bench = ssp_perception.console:ssp_bench",
         ],
     },
 )

@@ -35,7 +35,7 @@ DOMAIN="${ROS_DOMAIN_ID:-$(( RANDOM % 100 + 1 ))}"
 STEP="find the demo model"
 if [[ ! -f "$MODEL" ]]; then
     echo "demo model not found: $MODEL" >&2
-    echo "it is bundled with the repository; 'make demo-model' retrains it (CPU, ~30 min)." >&2
+    echo "it is bundled with the repository; 'make demo-model' retrains it (CPU, ~45 min)." >&2
     exit 1
 fi
 # The clip is rendered at the model's input size, so the node does not resize.

@@ -3,7 +3,7 @@
 The header's ``__metadata__`` (str -> str) holds, under ``"ssp_perception"``, the JSON form of
 :class:`ArtifactMeta`: format version, model config, class set, mean/std, input size, stored
 weight dtype and provenance. Loading needs nothing but the file, and nothing is unpickled.
-``load_sam2_checkpoint`` reads the original SAM2 release (``torch.load(weights_only=True)``).
+Pretrained backbone weights (SAM2, timm, packages) load in ``models/pretrained.py``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 import datetime as dt
 import json
-import logging
 import os
 from pathlib import Path
 import struct
@@ -26,8 +25,7 @@ from . import __version__
 from .classes import ClassSet
 from .config import ModelConfig
 from .files import atomic_output
-from .models import create_model, ImageModel, SSPModel
-from .models.backbones import is_sam2_hiera, sam2_trunk_state_dict
+from .models import create_model, SSPModel
 
 FORMAT_VERSION = 1
 META_KEY = "ssp_perception"
@@ -40,8 +38,6 @@ _LIST_LIMIT = 6
 VIDEO_MODEL_KEY = "video_model"
 MODEL_KIND_KEY = "model_kind"
 BASELINE_KINDS = ("dff", "netwarp", "tcb_ppm", "tcb_ocr")
-
-log = logging.getLogger(__name__)
 
 
 class ArtifactError(ValueError):
@@ -293,57 +289,5 @@ def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
     return out.stdout.strip() or None
 
 
-@dataclass(frozen=True)
-class Sam2LoadReport:
-    """Summarise a SAM2 backbone load: tensors loaded and keys left missing or unused."""
-
-    loaded: int
-    missing: tuple[str, ...]
-    unexpected: tuple[str, ...]
-
-
-def load_sam2_checkpoint(image_model: ImageModel, path: str | os.PathLike) -> Sam2LoadReport:
-    """Load the Hiera trunk of an original SAM2 ``sam2_hiera_*.pt`` into ``image_model``.
-
-    Takes the checkpoint's ``model`` dict, keeps ``image_encoder.trunk.*`` with the prefix
-    stripped, maps the names to timm's HieraDet and loads non-strictly (SSP_SPEC §1.1); the
-    UperNet head keeps its initialisation. Shape mismatches (e.g. a base_plus checkpoint into
-    a small model) are errors; missing and unused keys are reported and logged.
-    """
-    path = Path(path)
-    if not is_sam2_hiera(image_model.encoder.name):
-        raise ArtifactError(f"{path}: SAM2 checkpoints fit sam2_hiera_* backbones only, the "
-                            f"model uses {image_model.encoder.name!r}")
-    if not path.is_file():
-        raise ArtifactError(f"{path}: no such SAM2 checkpoint (expected sam2_hiera_*.pt)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: B902 - torch raises many types for bad files
-        raise ArtifactError(f"{path}: cannot read as a weights-only torch checkpoint "
-                            f"(expected the SAM2 release .pt): {err}") from err
-    if not isinstance(ckpt, dict):
-        raise ArtifactError(f"{path}: expected a dict checkpoint, got {type(ckpt).__name__}")
-    weights = sam2_trunk_state_dict(ckpt.get("model", ckpt))
-    if not weights:
-        raise ArtifactError(f"{path}: no 'image_encoder.trunk.*' weights found; expected an "
-                            "original SAM2 checkpoint with a 'model' dict")
-    trunk = image_model.encoder.trunk()
-    target = trunk.state_dict()
-    shapes = [f"{k} {tuple(v.shape)} vs {tuple(target[k].shape)}"
-              for k, v in weights.items() if k in target and v.shape != target[k].shape]
-    if shapes:
-        raise ArtifactError(f"{path}: SAM2 trunk does not fit {image_model.encoder.name!r} "
-                            f"(checkpoint vs model shapes) {_brief(shapes)}")
-    result = trunk.load_state_dict(weights, strict=False)
-    report = Sam2LoadReport(loaded=len(weights) - len(result.unexpected_keys),
-                            missing=tuple(result.missing_keys),
-                            unexpected=tuple(result.unexpected_keys))
-    if report.missing or report.unexpected:
-        log.warning("SAM2 checkpoint %s: loaded %d tensors; missing %s; unexpected %s", path,
-                    report.loaded, _brief(list(report.missing)),
-                    _brief(list(report.unexpected)))
-    return report
-
-
-__all__ = ["ArtifactError", "ArtifactMeta", "baseline_kind", "FORMAT_VERSION", "Sam2LoadReport",
-           "load_artifact", "load_sam2_checkpoint", "read_meta", "save_artifact"]
+__all__ = ["ArtifactError", "ArtifactMeta", "baseline_kind", "FORMAT_VERSION",
+           "load_artifact", "read_meta", "save_artifact"]

@@ -185,14 +185,17 @@ def run_main(body: Callable[[], int | None], tool: str, *,
         except KeyboardInterrupt as err:
             return _interrupted(tool, _first or signal.SIGINT,
                                 getattr(err, "note", None) or interrupted)
-        except (UsageError, *usage_errors) as err:
+        except (UsageError, *usage_errors, *runtime_errors) as err:
+            if _first is not None:
+                # The error is the interrupt's doing (raised inside a library and re-wrapped).
+                return _interrupted(tool, _first, getattr(err, "note", None) or interrupted)
+            if not isinstance(err, (UsageError, *usage_errors)):
+                _end_progress_bars()
+                print(f"{tool}: error: {one_line(err)}", file=sys.stderr, flush=True)
+                return EXIT_ERROR
             _end_progress_bars()
             print(f"{tool}: error: {one_line(err)}", file=sys.stderr, flush=True)
             return EXIT_USAGE
-        except runtime_errors as err:
-            _end_progress_bars()
-            print(f"{tool}: error: {one_line(err)}", file=sys.stderr, flush=True)
-            return EXIT_ERROR
         if _first is not None:
             # A signal was received but its KeyboardInterrupt was swallowed on the way (a
             # library caught it): the work ran to its end. Still end with the signal's status.
@@ -225,13 +228,21 @@ def entry(tool: str, module: str, attr: str = "main") -> NoReturn:
     ``<tool>: interrupted; nothing was written``.
     """
     global _late, _tool
-    install_signal_handlers()
     try:
+        # Inside the try: a signal that lands as soon as the first handler is in place (while
+        # the second is being installed) already raises Interrupted.
+        install_signal_handlers()
         main = getattr(importlib.import_module(module), attr)
         code = main()
     except KeyboardInterrupt as err:
         signum = err.signum if isinstance(err, Interrupted) else (_first or signal.SIGINT)
         code = _interrupted(tool, signum, "nothing was written")
+    except Exception:
+        # An interrupt raised inside an extension module's import (torch's) can come out as
+        # another exception (ImportError, SystemError): once a signal came, it is the cause.
+        if _first is None:
+            raise
+        code = _interrupted(tool, _first, "nothing was written")
     _tool, _late = tool, True
     if _first is not None:
         code = exit_status(_first)
@@ -241,4 +252,5 @@ def entry(tool: str, module: str, attr: str = "main") -> NoReturn:
 
 __all__ = ["ArgumentParser", "EXIT_ERROR", "EXIT_OK", "EXIT_SIGINT", "EXIT_SIGTERM",
            "EXIT_USAGE", "Interrupted", "UsageError", "entry", "exit_status",
-           "install_signal_handlers", "one_line", "restore_signal_handlers", "run_main"]
+           "install_signal_handlers", "one_line", "raise_if_interrupted",
+           "restore_signal_handlers", "run_main"]

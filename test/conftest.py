@@ -65,7 +65,7 @@ def _tiny_config(**overrides) -> ModelConfig:
 
 @pytest.fixture(scope="session")
 def tiny_config() -> Callable[..., ModelConfig]:
-    """Return a factory of the lite preset at a tiny input size (MobileNetV4 + UperNet-32)."""
+    """Return a factory of the lite preset at a tiny input size (EfficientNet-Lite0, UperNet)."""
     return _tiny_config
 
 

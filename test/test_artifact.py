@@ -1,4 +1,4 @@
-"""Artifacts: round trips, header-only metadata, clear errors; the SAM2 trunk loader."""
+"""Artifacts: round trips, header-only metadata, clear errors (weight loaders: test_pretrained)."""
 
 import json
 import os
@@ -7,10 +7,9 @@ import stat
 import pytest
 from safetensors.torch import save_file
 from ssp_perception.artifact import (ArtifactError, baseline_kind, FORMAT_VERSION, load_artifact,
-                                     load_sam2_checkpoint, META_KEY, read_meta, save_artifact)
+                                     META_KEY, read_meta, save_artifact)
 from ssp_perception.classes import RURALSCAPES, UAVID
-from ssp_perception.config import ModelConfig
-from ssp_perception.models import create_image_model, create_model
+from ssp_perception.models import create_model
 import torch
 
 
@@ -166,7 +165,7 @@ def test_weights_of_another_architecture(tiny_config, tmp_path, model):
     assert "missing 11: similarity.block.0.bias" in text  # no learned block in a cosine model
     assert "unexpected none" in text
     assert ("shape mismatches (stored vs expected) 61: "
-            "image_model.decoder.ppm.branches.0.0.weight (16, 960, 1, 1) vs (32, 960, 1, 1)"
+            "image_model.decoder.ppm.branches.0.0.weight (16, 320, 1, 1) vs (32, 320, 1, 1)"
             in text)
     assert "(+55 more)" in text  # long lists are cut short
 
@@ -234,86 +233,6 @@ def test_save_rejects_mismatched_class_set_and_keeps_the_old_file(saved, model):
         save_artifact(saved, model, UAVID, {"when": object()})
     assert saved.read_bytes() == before
     assert sorted(p.name for p in saved.parent.iterdir()) == [saved.name]
-
-
-# --- SAM2 trunk loading --------------------------------------------------------------------
-
-HIERA_TINY = ModelConfig(preset="custom", backbone="sam2_hiera_tiny", head_channels=8,
-                         input_size=(64, 64))
-
-
-def _hiera_tiny(seed: int):
-    torch.manual_seed(seed)
-    return create_image_model(HIERA_TINY)
-
-
-def _to_sam2_layout(trunk_state: dict) -> dict:
-    """Rename timm HieraDet keys into the original SAM2 checkpoint layout."""
-    out = {}
-    for key, value in trunk_state.items():
-        key = key.replace("mlp.fc1", "mlp.layers.0").replace("mlp.fc2", "mlp.layers.1")
-        out["image_encoder.trunk." + key] = value.clone()
-    return out
-
-
-@pytest.fixture(scope="module")
-def hiera_source(one_thread):
-    # Built once: Hiera-T initialisation takes seconds on a shared CPU.
-    return _hiera_tiny(seed=1)
-
-
-@pytest.fixture(scope="module")
-def sam2_state(hiera_source):
-    state = _to_sam2_layout(hiera_source.encoder.trunk().state_dict())
-    assert any(".mlp.layers.0." in k for k in state)
-    state["sam_mask_decoder.transformer.weight"] = torch.zeros(3)  # not part of the trunk
-    return state
-
-
-def test_load_sam2_checkpoint_maps_the_original_layout(tmp_path, hiera_source, sam2_state):
-    state = dict(sam2_state)
-    del state["image_encoder.trunk.blocks.0.norm1.bias"]
-    path = tmp_path / "sam2_hiera_tiny.pt"
-    torch.save({"model": state}, path)
-
-    target = _hiera_tiny(seed=2)
-    head_before = {k: v.clone() for k, v in target.decoder.state_dict().items()}
-    report = load_sam2_checkpoint(target, path)
-    assert report.missing == ("blocks.0.norm1.bias",) and report.unexpected == ()
-    src, got = hiera_source.encoder.trunk().state_dict(), target.encoder.trunk().state_dict()
-    assert all(torch.equal(src[k], got[k]) for k in got if k != "blocks.0.norm1.bias")
-    assert all(torch.equal(v, target.decoder.state_dict()[k]) for k, v in head_before.items())
-
-
-def test_create_model_loads_a_sam2_checkpoint(tmp_path, hiera_source, sam2_state):
-    path = tmp_path / "sam2.pt"
-    torch.save({"model": sam2_state}, path)
-    model = create_model(HIERA_TINY, sam2_checkpoint=str(path))
-    got = model.image_model.encoder.trunk().state_dict()
-    for k, v in hiera_source.encoder.trunk().state_dict().items():
-        assert torch.equal(v, got[k])
-
-
-def test_load_sam2_checkpoint_errors(tiny_config, tmp_path, hiera_source, sam2_state):
-    target = hiera_source  # every case below fails before anything is loaded
-    with pytest.raises(ArtifactError, match="no such SAM2 checkpoint"):
-        load_sam2_checkpoint(target, tmp_path / "missing.pt")
-    pickled = tmp_path / "pickled.pt"
-    torch.save({"model": {"x": ModelConfig}}, pickled)  # a class object: needs unpickling
-    with pytest.raises(ArtifactError, match="weights-only torch checkpoint"):
-        load_sam2_checkpoint(target, pickled)
-    empty = tmp_path / "empty.pt"
-    torch.save({"model": {"sam_mask_decoder.w": torch.zeros(1)}}, empty)
-    with pytest.raises(ArtifactError, match="no 'image_encoder.trunk"):
-        load_sam2_checkpoint(target, empty)
-    wrong = tmp_path / "wrong.pt"
-    state = dict(sam2_state)
-    state["image_encoder.trunk.patch_embed.proj.weight"] = torch.zeros(112, 3, 7, 7)
-    torch.save({"model": state}, wrong)
-    with pytest.raises(ArtifactError, match=r"patch_embed.proj.weight \(112, 3, 7, 7\)"):
-        load_sam2_checkpoint(target, wrong)
-    with pytest.raises(ArtifactError, match="sam2_hiera_\\* backbones only"):
-        load_sam2_checkpoint(create_image_model(tiny_config()), wrong)
 
 
 def test_corrupt_header_entries(tmp_path):

@@ -10,9 +10,6 @@ ROS_ROOTS = {"rclpy", "sensor_msgs", "std_msgs", "std_srvs", "diagnostic_msgs", 
              "builtin_interfaces", "rcl_interfaces", "launch", "launch_ros", "cv_bridge"}
 # Packages whose module graph must be free of cycles: (import name, folder holding it).
 PACKAGES = (("ssp_perception", ROOT), ("ssp_training", ROOT / "ssp_training"))
-# The one cycle allowed for now: SAM2 loading in artifact.py.
-# Removed when models/pretrained.py lands.
-KNOWN_CYCLES = {frozenset({"ssp_perception.artifact", "ssp_perception.models"})}
 
 
 def _imports(path: Path) -> list[ast.Import | ast.ImportFrom]:
@@ -162,6 +159,5 @@ def test_no_import_cycles():
     found = {}
     for package, base in PACKAGES:
         for comp in _cycles(_graph(package, base)):
-            if frozenset(comp) not in KNOWN_CYCLES:
-                found[package] = found.get(package, []) + [comp]
+            found[package] = found.get(package, []) + [comp]
     assert not found, f"import cycles (modules that import each other, maybe via others): {found}"

@@ -193,7 +193,8 @@ def test_missing_model_exits_nonzero_without_traceback(tmp_path, capfd):
     # importing torch); it owns the default context from init to shutdown.
     code = main(["ssp_node", "--ros-args", "-p", f"model_path:={path}"])
     output = "".join(capfd.readouterr())
-    assert code == 1, output
+    assert code == 2, output
     assert str(path) in output and "expected an ssp_perception model artifact" in output
-    assert "FATAL" in output and "Traceback" not in output
+    assert "ssp_node: error: cannot start: model artifact not found" in output
+    assert "Traceback" not in output
     assert len([line for line in output.splitlines() if line.strip()]) == 1, output

@@ -105,7 +105,9 @@ class TestNodeAnswers(unittest.TestCase):
 
 @launch_testing.post_shutdown_test()
 class TestShutdown(unittest.TestCase):
-    """After the launch: the node exited cleanly."""
+    """After the launch: the node exited as Ctrl-C ends it, after its cleanup."""
 
     def test_exit_code(self, proc_info):
-        launch_testing.asserts.assertExitCodes(proc_info)
+        # launch stops its processes with SIGINT; ssp_node ends every SIGINT with 130
+        # (ssp_perception.cli), whoever sends it.
+        launch_testing.asserts.assertExitCodes(proc_info, allowable_exit_codes=[130])

@@ -7,7 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from ssp_perception.ros.replay.render import PLOT_FILES, SideBySideVideo, write_plots
+from ssp_perception.ros.replay.render import (flicker_color, PLOT_FILES, SideBySideVideo,
+                                              write_plots)
 from ssp_perception.ros.replay.report import (decode_labels, encode_labels, Evaluator,
                                               FlowConsistency, format_table, FrameRecord,
                                               jsonable, ModeRun, Palette, percentiles,
@@ -180,14 +181,33 @@ def test_report_files_are_standard_json_and_markdown(tmp_path):
     assert "| FPS |" in render_markdown(jsonable(_report(modes)))
 
 
+def test_flicker_marks_the_labels_that_changed_after_motion_compensation():
+    frames, labels = _clip(3)
+    noisy = [lab.copy() for lab in labels]
+    noisy[2][20:30, 40:60] = (noisy[2][20:30, 40:60] + 1) % 4  # flips in frame 2 only
+    ev = Evaluator([_run("image_model", noisy), _run("ssp", labels)], PALETTE)
+    ev.update(0, frames[0], None)
+    assert ev.flicker() == {"image_model": None, "ssp": None}  # no previous frame yet
+    ev.update(1, frames[1], None)
+    ev.update(2, frames[2], None)
+    (mask, rate), (clean, clean_rate) = ev.flicker()["image_model"], ev.flicker()["ssp"]
+    assert rate == ev.series("image_model")["flip_rate"][-1][1] and rate > clean_rate
+    # The view pans right by STEP px a frame: frame 2's block sits STEP px further right in
+    # frame 1, where the flow pulls it back to. Pixels that only moved are not marked.
+    assert mask[21:29, 41 + STEP:59 + STEP].mean() > 0.9
+    assert clean[21:29, 41 + STEP:59 + STEP].mean() < 0.1
+    assert clean.mean() < 0.05
+
+
 def test_plots_and_side_by_side_video(tmp_path):
     frames, labels = _clip(4)
     runs = [_run("image_model", labels), _run("ssp", labels, drop=(1,))]
     ev = Evaluator(runs, PALETTE)
     video = SideBySideVideo(tmp_path / "v.mp4", 10.0, PALETTE, ["image_model", "ssp"],
-                            height=64)
+                            ground_truth=True, height=64)
     for i, rgb in enumerate(frames):
-        video.write(rgb, ev.update(i, rgb, None))
+        gt = labels[i] if i != 2 else None  # a frame without labels shows an empty GT tile
+        video.write(rgb, ev.update(i, rgb, gt), gt, ev.flicker())
     video.close()
     cap = cv2.VideoCapture(str(tmp_path / "v.mp4"))
     count, ok, frame = 0, True, None
@@ -196,7 +216,20 @@ def test_plots_and_side_by_side_video(tmp_path):
         if ok:
             count, frame = count + 1, img
     assert count == 4
-    assert frame.shape[0] == 64 and frame.shape[1] == 3 * 96  # input | image model | SSP
+    # Top: input | ground truth | image model | SSP; bottom: legend | key | flicker | flicker.
+    assert frame.shape[0] == 2 * 64 and frame.shape[1] == 4 * 96
+    legend = cv2.cvtColor(frame[64:, :96], cv2.COLOR_BGR2RGB).reshape(-1, 3)
+    for color in PALETTE.colors:  # every class's swatch is drawn (codec noise aside)
+        assert (np.abs(legend.astype(int) - color).max(axis=1) < 40).sum() > 20
+    flicker = cv2.cvtColor(frame[64:, 2 * 96:3 * 96], cv2.COLOR_BGR2RGB).reshape(-1, 3)
+    assert flicker_color(PALETTE) == (0, 255, 255)  # the colour least like any of PALETTE
+    assert (np.abs(flicker.astype(int) - (0, 255, 255)).max(axis=1) < 60).sum() < 0.2 * 64 * 96
+    plain = SideBySideVideo(tmp_path / "p.mp4", 10.0, PALETTE, ["ssp"], height=64)
+    plain.write(frames[0], {"ssp": labels[0]})
+    plain.close()
+    cap = cv2.VideoCapture(str(tmp_path / "p.mp4"))
+    ok, img = cap.read()
+    assert ok and img.shape[:2] == (2 * 64, 2 * 96)  # no labels in the bag: no GT column
     names = write_plots(tmp_path, runs, {r.name: ev.series(r.name) for r in runs})
     assert sorted(names) == sorted(PLOT_FILES.values())
     assert all((tmp_path / n).stat().st_size > 1000 for n in names)

@@ -169,7 +169,7 @@ class TestFusionModes:
 def test_spec_blocks_keep_the_raw_feature_and_lite_keeps_a_small_embedding(tiny_image, tiny_model,
                                                                            fusion_modes):
     spec, lite = tiny_model(**fusion_modes["spec"]), tiny_model()
-    assert spec.fusion_stride == 1 and spec.feature_channels == 32  # d of MobileNetV4 stage 1
+    assert spec.fusion_stride == 1 and spec.feature_channels == 24  # d of Lite0 stage 1
     assert lite.fusion_stride == 4 and lite.feature_channels == 4
     x = tiny_image(1)
     with torch.no_grad():

@@ -1,16 +1,14 @@
-"""timm backbones through ``features_only`` and SAM2 checkpoint key mapping (SSP_SPEC §1.1)."""
+"""timm backbones through ``features_only`` (pretrained weights: ``models/pretrained.py``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import timm
-from timm.models import hieradet_sam2
 import torch
 from torch import nn
 
 STRIDES = (4, 8, 16, 32)
-SAM2_TRUNK_PREFIX = "image_encoder.trunk."
 
 
 class Backbone(nn.Module):
@@ -47,14 +45,3 @@ class Backbone(nn.Module):
 def is_sam2_hiera(name: str) -> bool:
     """Return True if ``name`` is one of timm's SAM2 Hiera (HieraDet) backbones."""
     return name.startswith("sam2_hiera")
-
-
-def sam2_trunk_state_dict(checkpoint: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Return the Hiera trunk weights of an original SAM2 checkpoint, renamed to timm's keys.
-
-    ``checkpoint`` is the checkpoint's ``model`` dict (or the whole file dict holding it). Keeps
-    the ``image_encoder.trunk.`` entries with the prefix stripped and applies timm's own
-    HieraDet filter (``mlp.layers.0/1`` -> ``mlp.fc1/fc2``), so the mapping stays in step with
-    the installed timm.
-    """
-    return hieradet_sam2.checkpoint_filter_fn(dict(checkpoint), prefix=SAM2_TRUNK_PREFIX)

@@ -32,10 +32,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-from dataclasses import replace
-import hashlib
-import math
-from pathlib import Path
 import sys
 import time
 from typing import Any
@@ -52,26 +48,26 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
-from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import CompressedImage, Image
 from ssp_msgs.msg import ClassInfo, SegmentationStatus
 from ssp_msgs.srv import ResetStreams
 from std_msgs.msg import Header
 import torch
 
-from . import conversions
+from . import conversions, ros_cli
+from .diagnostics import stream_diagnostic
 from .errors import StartupError
 from .input_qos import InputSubscription
 from .managed import ManagedNodeMixin, spin_until_finalized
+from .model_files import check_device, resolve_model_path, sha256_prefix
 from .params import build_configs, parameter_specs, ParamSpec, plain_value
-from .worker import Outputs, StreamWorker, window_values
+from .worker import Outputs, StreamWorker
 from ..artifact import ArtifactError, ArtifactMeta, read_meta
+from ..cli import ArgumentParser, entry, run_main, UsageError
 from ..encodings import palette_lut
 from ..stream import Segmenter
 from ..synthetic import synthetic_frames
 
-PACKAGE_DIR = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = PACKAGE_DIR / "weights" / "ssp_lite_synth.safetensors"
 # Period of the check of the inputs' publishers. Matched events come first but often before
 # the graph lists the new publisher; a frame every 0.2 s at most goes to a stale policy, and
 # the check is one graph query (~50 us) per stream.
@@ -116,6 +112,10 @@ class SegmentationNode(Node):
         """Phase 1a: declare the parameters (typed from the configs)."""
         self._specs = {s.name: s for s in parameter_specs()}
         self._values = self._declare_parameters()
+        # ROS ignores parameters a node does not declare: name the closest one instead.
+        given = getattr(self, "_parameter_overrides", {})   # command line and params files
+        for line in ros_cli.undeclared_warnings(given, self._specs):
+            self.get_logger().warning(line)
 
     def _configure(self) -> None:
         """Phase 1b: validate the parameter values (configs, model file, device)."""
@@ -123,8 +123,8 @@ class SegmentationNode(Node):
             self.config, self._stream_cfg, self._reg_cfg = build_configs(self._values)
         except ValueError as err:
             raise StartupError(str(err)) from None
-        self.model_path = _resolve_model_path(self.config.model_path)
-        _check_device(self.config.device)
+        self.model_path = resolve_model_path(self.config.model_path)
+        check_device(self.config.device)
 
     def _load(self) -> None:
         """Phase 2: load the model and warm it up."""
@@ -247,7 +247,7 @@ class SegmentationNode(Node):
                                                 dtype=cfg.dtype)
         except (ArtifactError, OSError, ValueError, RuntimeError) as err:
             raise unusable(err) from None    # e.g. truncated weights, CUDA absent
-        return segmenter, f"{path.name}@{_sha256_prefix(path)}", meta
+        return segmenter, f"{path.name}@{sha256_prefix(path)}", meta
 
     def _warm_up(self) -> None:
         """End phase 2: run two frames through a throwaway stream before any camera frame.
@@ -258,7 +258,10 @@ class SegmentationNode(Node):
         """
         size = self._network_size()
         size = size if isinstance(size, tuple) else tuple(self.segmenter.input_size)
-        stream = self.segmenter.new_stream(self._stream_cfg, self._reg_cfg)
+        try:
+            stream = self.segmenter.new_stream(self._stream_cfg, self._reg_cfg)
+        except (OSError, ValueError) as err:  # registration weights missing, empty, pickled
+            raise StartupError(str(err)) from None
         for k, (frame, _) in enumerate(synthetic_frames(size, 2)):
             stream.process(frame, 0.05 * k, "warm-up")
 
@@ -304,7 +307,8 @@ class SegmentationNode(Node):
             labels=publisher(cfg.publish_labels, Image, "labels"),
             color=publisher(cfg.publish_color, Image, "color"),
             overlay=publisher(cfg.publish_overlay, Image, "overlay"),
-            confidence=publisher(cfg.publish_confidence, Image, "confidence"))
+            confidence=publisher(cfg.publish_confidence, Image, "confidence"),
+            rejected=publisher(True, DiagnosticArray, "rejected", QoSProfile(depth=10)))
         stream = self.segmenter.new_stream(self._stream_cfg, self._reg_cfg)
         stream_id = self.resolve_topic_name(name)       # remapped and expanded
         self.workers[stream_id] = StreamWorker(self, stream_id, stream, outputs, decode)
@@ -394,38 +398,9 @@ class SegmentationNode(Node):
                 "network_input": str(self._network_size()), "streams": len(self.workers)}
 
     def _stream_diagnostic(self, worker: StreamWorker, now: float) -> Any:
-        cfg = self.config
-        silent_s = now - worker.stats.last_receive
-        silent = silent_s > cfg.input_timeout_s
-        if silent:
-            # Before the first frame the node is waiting, not starved: say so, and for whom.
-            text = (f"no input for {silent_s:.1f} s" if worker.stats.received
-                    else f"waiting for the first frame for {silent_s:.1f} s "
-                         f"({worker.input.publishers})")
-            worker.warn("no_input", f"{worker.stream_id}: {text}")
-        st, frames, elapsed = worker.take_window()
-        if st.window_missing:   # this period's frames: reported here, not in the next period
-            loss = _transport_loss_text(worker, st, elapsed)
-            worker.warn("transport_loss", loss, record=False)
-            st = replace(st, window_warnings=[*st.window_warnings, loss], last_warning=loss)
-        values = window_values(st, frames, elapsed)
-        values["seconds_since_input"] = silent_s
-        values["input_reliability"] = worker.input.describe()
-        values["input_publishers"] = worker.input.publishers
-        if self.get_clock().now().nanoseconds == 0:
-            values["input_age_note"] = ("the node clock has no time yet (use_sim_time is true "
-                                        "and no /clock was received): input ages are unknown")
-        if silent:
-            level, message = "warn", text
-        elif st.window_warnings:
-            level, message = "warn", st.window_warnings[-1]
-        else:
-            level = "ok"
-            message = (f"{values['input_rate_hz']:.1f} Hz in, "
-                       f"{values['output_rate_hz']:.1f} Hz out")
-        return conversions.diagnostic_status(f"{self.get_fully_qualified_name()}: "
-                                             f"{worker.stream_id}", worker.stream_id, level,
-                                             message, values)
+        return stream_diagnostic(f"{self.get_fully_qualified_name()}: {worker.stream_id}",
+                                 worker, now, self.config.input_timeout_s,
+                                 clock_has_time=self.get_clock().now().nanoseconds != 0)
 
     # -- shutdown ---------------------------------------------------------------------------
 
@@ -434,46 +409,6 @@ class SegmentationNode(Node):
         for worker in self.workers.values():
             worker.stop()
         super().destroy_node()
-
-
-def _transport_loss_text(worker: StreamWorker, st: Any, elapsed: float) -> str:
-    """Return the warning for frames that never reached the node, with what to do."""
-    rate = 1.0 / st.input_period_s if st.input_period_s > 0 else math.nan
-    sent = st.window_missing + st.window_received
-    return (f"{worker.stream_id}: {st.window_missing} of {sent} frames in the last "
-            f"{elapsed:.1f} s never arrived (publisher ~{rate:.1f} Hz, input reliability "
-            f"{worker.input.describe()}): transport loss before the node. Subscribe reliable "
-            f"to a reliable camera (input_reliability auto or reliable) and give the camera "
-            f"driver's process the transport profile config/fastdds_large_frames.xml "
-            f"(docs/NODE.md, Transport)")
-
-
-def _check_device(device: str) -> None:
-    """Raise StartupError when ``device`` (already well-formed) does not exist here."""
-    if not device.startswith("cuda"):
-        return
-    if not torch.cuda.is_available():
-        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "no CUDA"
-        raise StartupError(f"device {device!r}: CUDA is not available on this machine (torch "
-                           f"{torch.__version__}, built with {build}, sees no GPU); use "
-                           f"device:=cpu")
-    index = int(device.partition(":")[2] or 0)
-    if index >= torch.cuda.device_count():
-        raise StartupError(f"device {device!r}: this machine has "
-                           f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 .. "
-                           f"cuda:{torch.cuda.device_count() - 1})")
-
-
-def _resolve_model_path(model_path: str) -> Path:
-    return Path(model_path).expanduser() if model_path else DEFAULT_MODEL
-
-
-def _sha256_prefix(path: Path, n: int = 12) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:n]
 
 
 def _join(ns: str, name: str) -> str:
@@ -495,45 +430,57 @@ class ManagedSegmentationNode(ManagedNodeMixin, LifecycleNodeMixin, Segmentation
 
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="ssp_node", description="Segment camera streams with SSP (docs/NODE.md). ROS "
         "arguments go after --ros-args (parameters, remappings).")
     parser.add_argument("--managed", action="store_true",
                         help="start as a managed (lifecycle) node in the unconfigured state: "
                              "configure loads the model, activate subscribes (docs/NODE.md)")
-    return parser.parse_args(remove_ros_args(argv)[1:])
+    # Not rclpy's remove_ros_args: it parses the ROS arguments (and raises rcl's errors);
+    # ros_cli.init reports those in one line.
+    return parser.parse_args(ros_cli.user_args(argv))
 
 
 def main(args: list[str] | None = None) -> int:
-    """Run ssp_node until shutdown; return the process exit code (1 when it cannot start)."""
+    """Run ssp_node until Ctrl-C or SIGTERM; return the exit status (:mod:`ssp_perception.cli`).
+
+    ``--help`` prints the usage and the parameters; a node that cannot start (bad parameters,
+    parameter file or model) exits 2 with one line; Ctrl-C 130 and SIGTERM 143 after the
+    workers stopped and the context was shut down.
+    """
     argv = list(sys.argv if args is None else args)
+    if any(a in ("-h", "--help") for a in ros_cli.user_args(argv)):
+        print(ros_cli.usage(parameter_specs()))
+        return 0
+    return run_main(lambda: _run(argv), "ssp_node", usage_errors=(ros_cli.RosArgsError,),
+                    interrupted="streams stopped, node shut down")
+
+
+def _run(argv: list[str]) -> int:
     options = _parse_args(argv)          # a usage error exits with code 2, before ROS starts
-    rclpy.init(args=argv)
+    context = rclpy.Context()
+    ros_cli.init(argv, context)
     node = None
     try:
-        node = (ManagedSegmentationNode if options.managed else SegmentationNode)()
-        executor = SingleThreadedExecutor()
+        try:
+            node = (ManagedSegmentationNode if options.managed else SegmentationNode)(
+                context=context)
+        except StartupError as err:
+            raise UsageError(f"cannot start: {err}") from None
+        executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
         if options.managed:
             spin_until_finalized(executor, node)
         else:
             executor.spin()
-    except StartupError as err:
-        rclpy.logging.get_logger("ssp_node").fatal(f"cannot start: {err}")
-        return 1
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except ExternalShutdownException:
         pass
-    except Exception:
-        if rclpy.ok():
-            raise
-        # Ctrl-C while starting (e.g. during model loading) invalidates the context under
-        # whatever ROS call runs: a shutdown, not an error worth a traceback.
     finally:
         if node is not None:
             node.destroy_node()
-        rclpy.try_shutdown()
+        rclpy.try_shutdown(context=context)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry("ssp_node", "ssp_perception.ros.node")

@@ -20,6 +20,7 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image
 from ssp_msgs.msg import SegmentationStatus
 from std_msgs.msg import Header
@@ -41,7 +42,9 @@ class BenchRig:
                  node_params: dict[str, Any] | None = None) -> None:
         self.context = rclpy.Context()
         # A DDS domain of this process alone: other nodes on the machine use the same names.
-        rclpy.init(context=self.context, domain_id=1 + os.getpid() % 100)
+        # No rclpy signal handlers: ssp_bench's (ssp_perception.cli) end it with 130/143.
+        rclpy.init(context=self.context, domain_id=1 + os.getpid() % 100,
+                   signal_handler_options=SignalHandlerOptions.NO)
         # Frames are paced by the node itself here, so their spacing is its processing time:
         # no gap reset (stream.max_gap_s = 0), as with a camera at the node's rate.
         params = {"stream.max_gap_s": 0.0, **(node_params or {}), "model_path": str(artifact)}

@@ -15,6 +15,7 @@ import time
 import traceback
 from typing import Any
 
+from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 from rclpy.event_handler import QoSRequestedIncompatibleQoSInfo
 from rclpy.node import Node
@@ -84,6 +85,8 @@ class Outputs:
     color: Any = None
     overlay: Any = None
     confidence: Any = None
+    rejected: Any = None
+    """`rejected`: one DiagnosticArray per rejected frame, stamped with the frame's header."""
 
     def publishers(self) -> list[Any]:
         """Return the publishers that exist (status first)."""
@@ -242,7 +245,7 @@ class StreamWorker:
             except Exception as err:  # noqa: B902 - a bad frame must never kill the stream
                 if not self.node.context.ok():
                     return   # shutting down (Ctrl-C): publishing fails, nothing to report
-                self._reject("internal_error", f"{type(err).__name__}: {err}")
+                self._reject("internal_error", f"{type(err).__name__}: {err}", msg.header)
                 # A bug, not bad input: the traceback is what its report needs.
                 self.node.get_logger().error(
                     f"{self.stream_id}: unexpected error while processing a frame:\n"
@@ -268,7 +271,7 @@ class StreamWorker:
         try:
             image = self._decode(msg)
         except EncodingError as err:
-            self._reject(err.reason, str(err))
+            self._reject(err.reason, str(err), msg.header)
             return
         decode_ms = _ms_since(t0)
         stamp = conversions.stamp_seconds(msg.header.stamp)
@@ -278,12 +281,12 @@ class StreamWorker:
         try:
             result = self.stream.process(image, stamp, msg.header.frame_id)
         except ValueError as err:   # the core refuses the frame (e.g. smaller than 8 px)
-            self._reject("bad_image", str(err))
+            self._reject("bad_image", str(err), msg.header)
             return
         if not result.finite:   # the shared step flagged it and already dropped the state
             self._state_note = NONFINITE_DETAIL
             self._reject("nonfinite_output", "model output contains NaN or inf; the stream's "
-                         "state was reset and the frame was not published")
+                         "state was reset and the frame was not published", msg.header)
             return
         self._note_reset(result)
         t_pub = time.perf_counter()
@@ -363,11 +366,20 @@ class StreamWorker:
             if self.trace is not None:
                 self.trace.append(record)
 
-    def _reject(self, reason: str, text: str) -> None:
+    def _reject(self, reason: str, text: str, header: Header) -> None:
         with self._cond:
             self.stats.rejected += 1
             self.stats.window_rejected += 1
-        self.warn(reason, f"{self.stream_id}: frame rejected ({reason}): {text}")
+            rejected = self.stats.rejected
+        line = f"{self.stream_id}: frame rejected ({reason}): {text}"
+        self.warn(reason, line)
+        if self.outputs.rejected is not None:
+            # At once, with the frame's own header: a consumer waiting for this frame's
+            # outputs (ssp_replay's lockstep) learns now that none will come, and why.
+            status = conversions.diagnostic_status(
+                f"{self.node.get_fully_qualified_name()}: {self.stream_id}", self.stream_id,
+                "error", line, {"reason": reason, "frames_rejected": rejected})
+            self.outputs.rejected.publish(DiagnosticArray(header=header, status=[status]))
 
 
 # ---- The node ------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from ..artifact import load_artifact
 from ..backends import create_backend
 from ..classes import CLASS_SETS, ClassSet
+from ..cli import ArgumentParser, entry, run_main, UsageError
 from ..config import preset
 from ..files import atomic_write_json
 from ..geometry import rescale_homography
@@ -125,49 +126,52 @@ def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
     mem_start = mem_half = 0.0
     total = cfg.warmup + cfg.frames
     bar = tqdm(total=total, desc="ssp_bench", disable=not progress, unit="frame")
-    for k, (frame, _) in enumerate(synthetic_frames(frame_size, total, seed=cfg.seed)):
-        if k == cfg.warmup:
-            mem_start = _memory_mb(dev)
-        if k == cfg.warmup + cfg.frames // 2:
-            mem_half = _memory_mb(dev)
-        x = seg.normalise(cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA))
-        t0 = _now()
-        reg = registrator.register_next(frame)
-        t1 = _now()
-        h = rescale_homography(reg.homography, frame_size, size)
-        h_t = torch.as_tensor(h, dtype=torch.float32, device=dev).unsqueeze(0)
-        # Both network steps end with logits at the network input size, as the image model's
-        # forward does (spec §1.1): models that fuse at stride 4 upsample there, in both. Their
-        # order alternates per frame, so neither always runs with the caches that registration
-        # (or the other step) left behind.
-        order = ("image_model", "ssp") if k % 2 == 0 or state is None else ("ssp", "image_model")
-        for name in order:
-            t_a = _now()
-            if name == "image_model":
-                logits, feat = backend.image_step(x)
-                seg.network_logits(logits, size)
-                if state is None:  # first frame: the SSP step's initial state
-                    state = (logits, feat)
-            else:
-                out, state_feat, _ = backend.ssp_step(x, state[0], state[1], h_t,
-                                                      torch.ones(1, device=dev))
-                seg.network_logits(out, size)
-            backend.synchronize()
-            spans[name] = (t_a, _now())
-        state = (out, state_feat)
-        t3 = _now()
-        stream.process(frame, stamp=k / 20.0)
-        t4 = _now()
-        if k >= cfg.warmup:
-            spans.update(registration=(t0, t1), stream=(t3, t4))
-            for key, (a, b) in spans.items():
-                wall[key].append((b[0] - a[0]) * 1e3)
-                cpu[key].append((b[1] - a[1]) * 1e3)
-            wall["ssp_with_registration"].append(wall["registration"][-1] + wall["ssp"][-1])
-            cpu["ssp_with_registration"].append(cpu["registration"][-1] + cpu["ssp"][-1])
-            reg_ok += int(reg.success)
-        bar.update()
-    bar.close()
+    try:
+        for k, (frame, _) in enumerate(synthetic_frames(frame_size, total, seed=cfg.seed)):
+            if k == cfg.warmup:
+                mem_start = _memory_mb(dev)
+            if k == cfg.warmup + cfg.frames // 2:
+                mem_half = _memory_mb(dev)
+            x = seg.normalise(cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA))
+            t0 = _now()
+            reg = registrator.register_next(frame)
+            t1 = _now()
+            h = rescale_homography(reg.homography, frame_size, size)
+            h_t = torch.as_tensor(h, dtype=torch.float32, device=dev).unsqueeze(0)
+            # Both network steps end with logits at the network input size, as the image model's
+            # forward does (spec §1.1): models that fuse at stride 4 upsample there, in both. Their
+            # order alternates per frame, so neither always runs with the caches that registration
+            # (or the other step) left behind.
+            order = (("image_model", "ssp") if k % 2 == 0 or state is None
+                     else ("ssp", "image_model"))
+            for name in order:
+                t_a = _now()
+                if name == "image_model":
+                    logits, feat = backend.image_step(x)
+                    seg.network_logits(logits, size)
+                    if state is None:  # first frame: the SSP step's initial state
+                        state = (logits, feat)
+                else:
+                    out, state_feat, _ = backend.ssp_step(x, state[0], state[1], h_t,
+                                                          torch.ones(1, device=dev))
+                    seg.network_logits(out, size)
+                backend.synchronize()
+                spans[name] = (t_a, _now())
+            state = (out, state_feat)
+            t3 = _now()
+            stream.process(frame, stamp=k / 20.0)
+            t4 = _now()
+            if k >= cfg.warmup:
+                spans.update(registration=(t0, t1), stream=(t3, t4))
+                for key, (a, b) in spans.items():
+                    wall[key].append((b[0] - a[0]) * 1e3)
+                    cpu[key].append((b[1] - a[1]) * 1e3)
+                wall["ssp_with_registration"].append(wall["registration"][-1] + wall["ssp"][-1])
+                cpu["ssp_with_registration"].append(cpu["registration"][-1] + cpu["ssp"][-1])
+                reg_ok += int(reg.success)
+            bar.update()
+    finally:
+        bar.close()   # an interrupted line then starts on its own line
     mem_end = _memory_mb(dev)
 
     report: dict[str, Any] = {}
@@ -265,9 +269,9 @@ def _parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ArgumentParser:
     """Return the command-line parser of ssp_bench."""
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="ssp_bench", description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--preset", default="lite", help="model preset (random weights)")
@@ -293,20 +297,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def write_json(path: str | Path, data: dict[str, Any]) -> None:
-    """Write ``data`` to ``path`` atomically, creating the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, data)
+def check_json_target(path: str) -> Path | None:
+    """Return ``--json``'s path, refused (UsageError) before any work when it cannot be written.
+
+    A folder, a missing parent folder or a non-folder parent cannot hold the report.
+    """
+    if not path:
+        return None
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"--json {target}: is a folder; give a file name such as "
+                         f"{target / 'bench.json'}")
+    if target.parent.exists() and not target.parent.is_dir():
+        raise UsageError(f"--json {target}: {target.parent} is not a folder")
+    return target
+
+
+def _write_report(target: Path | None, report: dict[str, Any]) -> None:
+    print(json.dumps(report, indent=2, sort_keys=True))
+    if target is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(target, report)
 
 
 NODE_COMMANDS = ("node-overhead", "node-overload")
 
 
-def build_node_parser(command: str) -> argparse.ArgumentParser:
+def build_node_parser(command: str) -> ArgumentParser:
     """Return the parser of ``ssp_bench node-overhead`` / ``ssp_bench node-overload``."""
     overload = command == "node-overload"
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog=f"ssp_bench {command}",
         description=("latency, memory and frame accounting of ssp_node fed faster than it "
                      "can process" if overload else
@@ -333,12 +353,12 @@ def build_node_parser(command: str) -> argparse.ArgumentParser:
 def node_main(command: str, argv: list[str]) -> int:
     """Run one node benchmark (``ssp_perception.ros.node_bench``); print its JSON."""
     args = build_node_parser(command).parse_args(argv)
+    target = check_json_target(args.json)
     try:
         from ..ros import node_bench
     except ImportError as err:
-        print(f"ssp_bench: error: {command} needs ROS 2 (ssp_perception.ros.node_bench): {err}",
-              file=sys.stderr)
-        return 2
+        raise UsageError(f"{command} needs ROS 2 (ssp_perception.ros.node_bench): "
+                         f"{err}") from None
     params = {"num_threads": args.threads} if args.threads else None
     checkpoint = args.checkpoint or None
     if command == "node-overload":
@@ -349,46 +369,45 @@ def node_main(command: str, argv: list[str]) -> int:
         report = node_bench.benchmark_node_overhead(
             preset=args.preset, size=args.size, frames=args.frames, checkpoint=checkpoint,
             encoding=args.encoding, node_params=params)
-    print(json.dumps(report, indent=2, sort_keys=True))
-    if args.json:
-        write_json(args.json, report)
+    _write_report(target, report)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ssp_bench from the command line; print the JSON and optionally write it."""
+    """Run ssp_bench from the command line; print the JSON and optionally write it.
+
+    Bad options exit 2 with one line; Ctrl-C 130 and SIGTERM 143 (:mod:`ssp_perception.cli`).
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in NODE_COMMANDS:
-        return node_main(argv[0], argv[1:])
+        return run_main(lambda: node_main(argv[0], argv[1:]), "ssp_bench",
+                        usage_errors=(ValueError, FileNotFoundError))
     args = build_parser().parse_args(argv)
-    try:
-        cfg = BenchConfig(preset=args.preset, size=args.size, frame_size=args.frame_size,
-                          frames=args.frames, warmup=args.warmup, device=args.device,
-                          dtype=args.dtype, checkpoint=args.checkpoint, backend=args.backend,
-                          threads=args.threads, registration=args.registration,
-                          seed=args.seed)
-        report = run_benchmark(cfg, progress=not args.no_progress)
-    except (ValueError, RuntimeError, FileNotFoundError) as err:
-        print(f"ssp_bench: error: {err}", file=sys.stderr)
-        return 2
+    return run_main(lambda: _bench(args), "ssp_bench",
+                    usage_errors=(ValueError, RuntimeError, FileNotFoundError))
+
+
+def _bench(args: argparse.Namespace) -> int:
+    target = check_json_target(args.json)
+    cfg = BenchConfig(preset=args.preset, size=args.size, frame_size=args.frame_size,
+                      frames=args.frames, warmup=args.warmup, device=args.device,
+                      dtype=args.dtype, checkpoint=args.checkpoint, backend=args.backend,
+                      threads=args.threads, registration=args.registration, seed=args.seed)
+    report = run_benchmark(cfg, progress=not args.no_progress)
     report["config"] = {k: (list(v) if isinstance(v, tuple) else v)
                         for k, v in asdict(cfg).items()}
     if args.node:
         try:
             from ..ros.node_bench import benchmark_node_overhead
         except ImportError as err:
-            print(f"ssp_bench: error: --node needs ssp_perception.ros.node_bench "
-                  f"(ROS 2 and the node module): {err}", file=sys.stderr)
-            return 2
+            raise UsageError(f"--node needs ssp_perception.ros.node_bench (ROS 2 and the node "
+                             f"module): {err}") from None
         report["node"] = benchmark_node_overhead(
             preset=cfg.preset, size=report["frame_size"], frames=cfg.frames,
             checkpoint=cfg.checkpoint or None)
-    text = json.dumps(report, indent=2, sort_keys=True)
-    print(text)
-    if args.json:
-        write_json(args.json, report)
+    _write_report(target, report)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry("ssp_bench", "ssp_perception.tools.bench")

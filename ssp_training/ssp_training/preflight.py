@@ -14,6 +14,7 @@ from pathlib import Path
 from ssp_perception.artifact import ArtifactError, read_meta
 from ssp_perception.classes import ClassSet
 from ssp_perception.files import load_tensor_file
+from ssp_perception.models.pretrained import check_source, WeightsError, WeightSource
 
 from .data.frames import DatasetInfo, list_clips
 from .logits import read_manifest
@@ -134,9 +135,12 @@ def check_teacher(recipe: Recipe, train_clips: tuple[str, ...] | None) -> None:
 def check_files(recipe: Recipe, needs_homography: bool) -> None:
     """Check the weight files the run will read exist and hold tensors (never unpickled)."""
     flow_options = recipe.model.options.get("flow") or {}
-    named = [("model.backbone_weights", recipe.model.backbone_weights),
-             ("model.options.flow.raft_weights",
+    named = [("model.options.flow.raft_weights",
               flow_options.get("raft_weights", "") if isinstance(flow_options, dict) else "")]
+    if recipe.model.backbone_weights:
+        source = _backbone_source(recipe)
+        if source.kind != "package":
+            named.insert(0, ("model.backbone_weights", source.ref))
     if recipe.loss.uses_flow and recipe.loss.flow == "raft":
         named.append(("loss.flow_weights", recipe.loss.flow_weights))
     if recipe.val.tc and recipe.val.flow == "raft":
@@ -158,6 +162,18 @@ def check_files(recipe: Recipe, needs_homography: bool) -> None:
                 load_tensor_file(path, f"recipe {key}")
             except ValueError as err:
                 _fail(str(err))
+
+
+def _backbone_source(recipe: Recipe) -> WeightSource:
+    """Parse ``model.backbone_weights``; a package must be installed and fit the backbone."""
+    backbone = recipe.model_config().backbone
+    try:
+        source = WeightSource.parse(recipe.model.backbone_weights, backbone)
+        if source.kind == "package":
+            check_source(source, backbone)
+    except WeightsError as err:
+        _fail(f"model.backbone_weights: {err}")
+    return source
 
 
 def check_batch(recipe: Recipe, world_size: int) -> None:

@@ -30,8 +30,10 @@ import time
 from typing import Any
 
 from safetensors.torch import load_file
+from ssp_perception.artifact import read_meta
 from ssp_perception.classes import ClassSet
 from ssp_perception.cli import run_main
+from ssp_perception.models import pretrained
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -115,51 +117,29 @@ def _to_device(batch: dict, device: torch.device) -> dict:
             for k, v in batch.items()}
 
 
-def load_backbone_weights(image_model: nn.Module, path: str) -> int:
-    """Load pretrained backbone weights from a user-given file; return the tensors loaded.
-
-    SAM2 Hiera backbones read the original SAM2 release (``load_sam2_checkpoint``). Any other
-    timm backbone reads a timm/ImageNet state dict (``.safetensors``, or a ``.pth``/``.bin``
-    loaded with ``weights_only=True``) non-strictly: the classifier of an ImageNet checkpoint
-    has no place in a ``features_only`` network and is skipped.
-    """
-    from ssp_perception.artifact import ArtifactError, load_sam2_checkpoint
-    from ssp_perception.models.backbones import is_sam2_hiera
-    encoder = image_model.encoder
-    if is_sam2_hiera(encoder.name):
-        return load_sam2_checkpoint(image_model, path).loaded
-    if path.endswith(".safetensors"):
-        state = load_file(path)
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state.get("model", state))
-    trunk = encoder.trunk()
-    target = trunk.state_dict()
-    usable = {k: v for k, v in state.items() if k in target and v.shape == target[k].shape}
-    if len(usable) < len(target) // 2:
-        raise ArtifactError(f"{path}: only {len(usable)} of {len(target)} backbone tensors "
-                            f"match {encoder.name!r}; is it a checkpoint of that timm model?")
-    trunk.load_state_dict(usable, strict=False)
-    return len(usable)
-
-
 def init_weights(model: nn.Module, recipe: Recipe, kind: ModelKind,
-                 pre: PreflightResult) -> str:
-    """Load ``model.init`` or ``model.backbone_weights`` into ``model``; return what was done."""
+                 pre: PreflightResult) -> tuple[str, dict[str, Any] | None]:
+    """Load ``model.init`` or ``model.backbone_weights`` into ``model``.
+
+    Return what was done and the record of where the backbone weights came from (an ``init``
+    artifact passes its own record on), or None for a random backbone.
+    """
     if recipe.model.backbone_weights:
-        loaded = load_backbone_weights(model.image_model, recipe.model.backbone_weights)
-        return f"backbone from {recipe.model.backbone_weights} ({loaded} tensors)"
+        source = recipe.model.backbone_weights
+        report = pretrained.load_backbone_weights(model.image_model, source)
+        return f"backbone from {report.source} ({report.loaded} tensors)", report.provenance()
     if not recipe.model.init:
-        return "random initialisation"
+        return "random initialisation", None
     tensors = load_file(recipe.model.init)
+    origin = read_meta(recipe.model.init).provenance.get(pretrained.PROVENANCE_KEY)
     if pre.init_kind == kind.name:
         model.load_state_dict(tensors, strict=True)
-        return f"all weights from {recipe.model.init}"
+        return f"all weights from {recipe.model.init}", origin
     # A different kind (an image model under SSP or a baseline): take its image model, strictly.
     prefix = "image_model."
     image = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     model.image_model.load_state_dict(image, strict=True)
-    return f"image model from {recipe.model.init} ({pre.init_kind} artifact)"
+    return f"image model from {recipe.model.init} ({pre.init_kind} artifact)", origin
 
 
 class Trainer:
@@ -174,7 +154,8 @@ class Trainer:
         self.class_set: ClassSet = pre.class_set
         torch.manual_seed(recipe.run.seed)
         self.model = self.kind.create(recipe.model_config(), recipe.model.options)
-        self.init_note = init_weights(self.model, recipe, self.kind, pre)
+        self.init_note, self.backbone_origin = init_weights(self.model, recipe, self.kind,
+                                                            pre)
         self.model.to(info.device)
         self.trainable = self.kind.trainable(self.model)
         self.step_module: nn.Module = _StepModule(self.kind, self.trainable)
@@ -242,7 +223,9 @@ class Trainer:
         return {"model_kind": self.kind.name, "recipe": self.recipe.to_dict(),
                 "dataset": str(self.recipe.data.root), "epochs": self.state.epoch,
                 "steps": self.state.step, "init": self.init_note,
-                "val": {k: last[k] for k in ("miou", "tc", "epoch") if k in last}}
+                "val": {k: last[k] for k in ("miou", "tc", "epoch") if k in last},
+                **({pretrained.PROVENANCE_KEY: self.backbone_origin}
+                   if self.backbone_origin else {})}
 
     def _save(self, path: Path, half: bool = False) -> None:
         self.kind.save(path, self.model, self.class_set, self._provenance(), half=half)

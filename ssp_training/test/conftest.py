@@ -4,6 +4,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from ssp_perception import testing
 import torch
 
 
@@ -23,32 +24,10 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
-    """Return every path under ``root`` with (mode, size, mtime_ns): what 'untouched' means."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        st = p.lstat()
-        out[str(p.relative_to(root))] = (st.st_mode, st.st_size, st.st_mtime_ns)
-    return out
-
-
-def _assert_one_error_line(stderr: str, tool: str, *needles: str) -> str:
-    """Assert ``stderr`` ends with exactly one ``<tool>...: error:`` line holding ``needles``."""
-    assert "Traceback" not in stderr, stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if ": error:" in line]
-    assert len(errors) == 1 and lines[-1] == errors[0], stderr
-    line = errors[0]
-    assert line.startswith(tool), line
-    for needle in needles:
-        assert needle in line, (needle, line)
-    return line
-
-
 @pytest.fixture
 def snapshot() -> Callable[[Path], dict[str, tuple[int, int, int]]]:
     """Return the folder-state reader, to assert that a refused tool left a folder alone."""
-    return _snapshot
+    return testing.snapshot
 
 
 @pytest.fixture
@@ -58,4 +37,4 @@ def assert_one_error_line() -> Callable[..., str]:
     A refused command prints one ``<tool>...: error:`` line, last, holding every needle, and no
     traceback; the checker returns that line.
     """
-    return _assert_one_error_line
+    return testing.assert_one_error_line

@@ -112,7 +112,7 @@ def test_ssp_gflops_exceed_the_image_model_by_the_similarity_block(fusion):
                     homography=translation(1.0)) for _ in range(3)]
     image = measure_gflops(ImagePredictor(model.image_model), frames, skip=1, count=2)
     ssp = measure_gflops(SSPPredictor(model, "dataset"), frames, skip=1, count=2)
-    feat = torch.randn(1, 32, 16, 24)  # MobileNetV4 stage 1
+    feat = torch.randn(1, 24, 16, 24)  # EfficientNet-Lite0 stage 1
     emb = model.similarity.embed(feat)  # the feature itself for "conv"
     sim = count_flops(lambda: model.similarity.embed(feat)) / 1e9
     sim += count_flops(lambda: model.similarity(emb, emb)) / 1e9

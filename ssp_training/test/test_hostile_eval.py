@@ -210,7 +210,8 @@ def test_unknown_preset_in_the_artifact(dataset, artifact, tmp_path, capsys,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nope.safetensors"]
 
 
-def test_render_never_replaces_a_foreign_render_folder(dataset, artifact, tmp_path, capsys):
+def test_render_never_replaces_a_foreign_render_folder(dataset, artifact, tmp_path, capsys,
+                                                       snapshot, assert_one_error_line):
     render = tmp_path / "out" / "render"
     render.mkdir(parents=True)
     (render / "notes.txt").write_text("mine\n")

@@ -4,12 +4,12 @@ import os
 import pickle
 import signal
 
-from _hostile import assert_one_error_line, console, snapshot, wait_until
 import pytest
 from ssp_perception.artifact import save_artifact
 from ssp_perception.classes import UAVID
 from ssp_perception.config import preset
 from ssp_perception.models import create_model
+from ssp_perception.testing import assert_one_error_line, console, snapshot, wait_until
 from ssp_training.checkpoint import latest_checkpoint
 from ssp_training.data.synth import generate_dataset, SynthConfig
 from ssp_training.recipes import CONFIG_DIR

@@ -11,7 +11,6 @@ import json
 import signal
 import zipfile
 
-from _hostile import console, handlers_installed, ignore_sigint, wait_until
 import cv2
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ from ssp_perception.classes import UAVID
 from ssp_perception.cli import EXIT_SIGINT, EXIT_SIGTERM
 from ssp_perception.config import preset
 from ssp_perception.models import create_model
+from ssp_perception.testing import console, handlers_installed, ignore_sigint, wait_until
 from ssp_training.data.synth import generate_dataset, SynthConfig
 from ssp_training.recipes import CONFIG_DIR
 import torch

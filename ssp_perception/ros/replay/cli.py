@@ -19,18 +19,20 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-import signal
 import sys
-from typing import Any, Sequence
+from typing import Sequence
 
-from .config import parse_param, REPLAY_MODES, ReplayConfig, ReplayError, STORAGES
+from .config import (BAD_FRAME_POLICIES, parse_param, REPLAY_MODES, ReplayConfig, ReplayError,
+                     STORAGES)
 from .report import format_table
 from .run import replay
+from ...cli import ArgumentParser, run_main, UsageError
+from ...files import OutputError
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ArgumentParser:
     """Return the ``ssp_replay`` argument parser."""
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="ssp_replay", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("bag", type=Path, help="input rosbag2 folder (sqlite3 or MCAP) or .mcap/.db3")
@@ -52,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="node parameter override, e.g. -p model_path:=weights/m.safetensors")
     p.add_argument("--frame-timeout", type=float, default=60.0,
                    help="lockstep: seconds to wait for one frame's output")
+    p.add_argument("--on-bad-frame", choices=BAD_FRAME_POLICIES, default="fail",
+                   help="a frame the node rejects (bad encoding, truncated data, NaN model "
+                        "output): fail at once naming it, or skip it and count it in the report")
     p.add_argument("--max-frames", type=int, default=0, help="replay only the first N frames")
     p.add_argument("--storage", choices=STORAGES, default="same",
                    help="storage of the output bag")
@@ -77,34 +82,30 @@ def config_from_args(args: argparse.Namespace) -> ReplayConfig:
         params=tuple(parse_param(t) for t in args.param), params_file=args.params_file,
         frame_timeout_s=args.frame_timeout, max_frames=args.max_frames, storage=args.storage,
         overwrite=args.overwrite, video=not args.no_video, flow_preset=args.flow_preset,
-        progress=not args.no_progress, domain_id=args.domain_id, in_process=args.in_process)
-
-
-def _raise_interrupt(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+        progress=not args.no_progress, domain_id=args.domain_id, in_process=args.in_process,
+        on_bad_frame=args.on_bad_frame)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``ssp_replay``; print the summary table; return the exit status."""
+    """Run ``ssp_replay``; print the summary table; return the exit status.
+
+    Bad input exits 2 with one line, Ctrl-C 130 and SIGTERM 143 after the partial output was
+    removed (:mod:`ssp_perception.cli`).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        cfg = config_from_args(args)
-    except ValueError as err:
-        parser.error(str(err))
-    # SIGTERM (e.g. a CI timeout) cleans up like Ctrl-C does.
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
+
+    def body() -> int:
+        try:
+            cfg = config_from_args(args)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
         result = replay(cfg)
-    except ReplayError as err:
-        print(f"ssp_replay: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("ssp_replay: interrupted; no output written", file=sys.stderr)
-        return 130
-    print(format_table(result.report["modes"]))
-    print(f"\nreport, plots, video and bag in {result.out_dir}")
-    return 0
+        print(format_table(result.report["modes"]))
+        print(f"\nreport, plots, video and bag in {result.out_dir}")
+        return 0
+
+    return run_main(body, "ssp_replay", usage_errors=(ReplayError, OutputError))
 
 
 if __name__ == "__main__":

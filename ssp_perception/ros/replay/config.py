@@ -14,6 +14,8 @@ from ..params import parameter_specs
 
 REPLAY_MODES = ("lockstep", "realtime")
 STORAGES = ("same", "sqlite3", "mcap")
+# What a frame the node rejects (bad encoding, truncated, non-finite model output) does.
+BAD_FRAME_POLICIES = ("fail", "skip")
 # Node parameters that switch temporal propagation off, so the node runs the image model alone.
 # `stream.propagate` keeps registration and the online TC estimate running.
 IMAGE_MODEL_OVERRIDES: dict[str, Any] = {"stream.propagate": False}
@@ -63,6 +65,8 @@ class ReplayConfig:
     """ROS domain of the replay's context; None = ROS_DOMAIN_ID (a private one isolates it)."""
     in_process: bool = False
     """Run ssp_node in the replay's process; default: its own process, as on a drone."""
+    on_bad_frame: str = "fail"
+    """A frame the node rejects: "fail" (stop at once, naming it) or "skip" (count it)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bag", Path(self.bag))
@@ -77,6 +81,9 @@ class ReplayConfig:
             raise ValueError(f"frame_timeout_s must be positive, got {self.frame_timeout_s}")
         if self.max_frames < 0:
             raise ValueError(f"max_frames must be >= 0 (0 = all), got {self.max_frames}")
+        if self.on_bad_frame not in BAD_FRAME_POLICIES:
+            raise ValueError(f"on_bad_frame {self.on_bad_frame!r} is not one of "
+                             f"{', '.join(BAD_FRAME_POLICIES)}")
         if self.storage not in STORAGES:
             raise ValueError(f"storage {self.storage!r} is not one of {', '.join(STORAGES)}")
         if not self.image_topic.startswith("/"):

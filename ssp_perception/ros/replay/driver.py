@@ -57,6 +57,7 @@ class NodeRun:
         self.class_info: Any = None
         self.error: BaseException | None = None
         self._cond = threading.Condition()
+        self.lock = self._cond   # guards the records (their outputs arrive in another thread)
         self._log_of_stamp: dict[int, int] = {}
         # Outputs not tied to a frame (class_info, diagnostics) take the latest frame's time.
         self._last_log_ns = first_log_ns
@@ -188,6 +189,7 @@ class NodeRun:
         if ros_type == DIAGNOSTICS_TYPE and not any(
                 st.name.startswith(self._node_name) for st in msg.status):
             return  # another node's diagnostics: the bag holds this node's topics only
+        rejected = ros_type == DIAGNOSTICS_TYPE and topic.endswith("/rejected")
         stamp = stamp_ns(msg.header) if hasattr(msg, "header") else None
         with self._cond:
             log_ns = self._log_of_stamp.get(stamp, self._last_log_ns)
@@ -198,6 +200,10 @@ class NodeRun:
                 self._missing[stamp].discard(topic)
             if ros_type == CLASS_INFO_TYPE:
                 self.class_info = msg
+            elif record is not None and rejected and msg.status:
+                values = {kv.key: kv.value for kv in msg.status[0].values}
+                record.rejected = values.get("reason", "rejected")
+                record.rejected_detail = msg.status[0].message
             elif record is not None and ros_type == STATUS_TYPE:
                 record.status = StatusSample(**status_fields(msg, self._reset_names))
             elif record is not None and topic.endswith("/labels") and record.labels_png is None:
@@ -218,8 +224,11 @@ class NodeRun:
         return record
 
     def complete(self, record: FrameRecord) -> bool:
-        """Return True when every per-frame topic answered ``record`` (call under the lock)."""
-        return not self._missing[record.stamp_ns]
+        """Return True when every per-frame topic answered ``record`` or the node rejected it.
+
+        Call under the lock.
+        """
+        return bool(record.rejected) or not self._missing[record.stamp_ns]
 
     def wait(self, record: FrameRecord, timeout_s: float) -> bool:
         """Wait until every per-frame topic answered ``record``; return False on timeout."""

@@ -58,7 +58,8 @@ class NodeProcess:
         if code is None:
             return
         self._reader.join(timeout=5.0)
-        fatal = [line for line in self._tail if "cannot start" in line or "FATAL" in line]
+        fatal = [line for line in self._tail
+                 if "cannot start" in line or "FATAL" in line or ": error:" in line]
         reason = fatal[-1] if fatal else "\n".join(list(self._tail)[-10:])
         raise ReplayError(f"ssp_node (its own process) exited with code {code}: {reason}")
 

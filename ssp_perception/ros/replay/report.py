@@ -19,6 +19,7 @@ Metrics (defined in full in ``docs/REPLAY.md``):
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 import json
 import math
@@ -84,6 +85,10 @@ class FrameRecord:
     """The node's label mask, PNG-compressed to keep long replays in memory."""
     status: StatusSample | None = None
     """The node's status for this frame, when it arrived."""
+    rejected: str = ""
+    """Why the node rejected this frame (its ``rejected`` topic: e.g. "nonfinite_output")."""
+    rejected_detail: str = ""
+    """The node's one-line message about the rejection."""
 
     @property
     def latency_ms(self) -> float:
@@ -171,6 +176,16 @@ class FlowConsistency:
         flips = pair_flip_rate(labels_a, labels_b, flow, ignore_index=palette.ignore_index)
         return tc, flips
 
+    def changed(self, labels_a: np.ndarray, labels_b: np.ndarray, flow: np.ndarray,
+                ignore_index: int) -> np.ndarray:
+        """Return the (H, W) bool mask of the pixels the flip rate counts as changed.
+
+        ``labels_b`` is pulled back into frame a with ``flow`` (motion compensation); pixels
+        out of view or ignored in either map are never marked.
+        """
+        warped = self.warp_back(labels_b, flow, ignore_index)
+        return (warped != labels_a) & (warped != ignore_index) & (labels_a != ignore_index)
+
 
 # ---- evaluation pass ----------------------------------------------------------------------------
 
@@ -180,6 +195,7 @@ class _ModeState:
     labelled: int = 0
     last_index: int = -1
     last_labels: np.ndarray | None = None
+    flicker: tuple[np.ndarray, float] | None = None
     tc_series: list[tuple[int, float]] = field(default_factory=list)
     flip_series: list[tuple[int, float]] = field(default_factory=list)
 
@@ -225,14 +241,26 @@ class Evaluator:
                 continue
             if gt is not None:
                 self._score_gt(state, labels, gt)
+            state.flicker = None
             if state.last_labels is not None:
                 flow = self._flow(state.last_index, index)
                 tc, flips = self._consistency.pair(state.last_labels, labels, flow, self.palette)
                 state.tc_series.append((index, tc))
                 state.flip_series.append((index, flips))
+                mask = self._consistency.changed(state.last_labels, labels, flow,
+                                                 self.palette.ignore_index)
+                state.flicker = (mask, flips)
             state.last_index, state.last_labels = index, labels
         self._forget(index)
         return current
+
+    def flicker(self) -> dict[str, tuple[np.ndarray, float] | None]:
+        """Return, per mode, the changed-pixel mask and flip rate of its latest pair, or None.
+
+        None for a mode on its first output (no previous frame). The mask is in the previous
+        output's frame (the flow pulls the new labels back), at most a frame's motion away.
+        """
+        return {name: state.flicker for name, state in self._state.items()}
 
     def _score_gt(self, state: _ModeState, labels: np.ndarray, gt: np.ndarray) -> None:
         if gt.shape != labels.shape:
@@ -264,11 +292,14 @@ class Evaluator:
         state = self._state[run.name]
         statuses = [r.status for r in run.records if r.status is not None]
         frames_out = sum(r.labels_png is not None for r in run.records)
+        rejected = sum(bool(r.rejected) for r in run.records)
         latencies = [r.latency_ms for r in run.records if r.labels_png is not None]
         summary: dict[str, Any] = {
             "frames_in": len(run.records),
             "frames_out": frames_out,
-            "dropped": len(run.records) - frames_out,
+            "dropped": len(run.records) - frames_out - rejected,
+            "rejected": rejected,
+            "rejected_reasons": dict(Counter(r.rejected for r in run.records if r.rejected)),
             "node_dropped": statuses[-1].frames_dropped if statuses else 0,
             "wall_s": run.wall_s,
             "fps": frames_out / run.wall_s if run.wall_s > 0 else math.nan,
@@ -349,7 +380,7 @@ DETAIL_ROWS = SUMMARY_ROWS + (
     ("TC online (node)", "tc_online", 100.0, "{:.1f}"),
     ("flip rate online %", "flip_rate_online", 100.0, "{:.2f}"),
     ("frames in", "frames_in", 1.0, "{:.0f}"), ("frames out", "frames_out", 1.0, "{:.0f}"),
-    ("dropped", "dropped", 1.0, "{:.0f}"),
+    ("dropped", "dropped", 1.0, "{:.0f}"), ("rejected", "rejected", 1.0, "{:.0f}"),
     ("latency p50 ms", ("latency_ms", "p50"), 1.0, "{:.1f}"),
     ("latency p90 ms", ("latency_ms", "p90"), 1.0, "{:.1f}"),
     ("latency p99 ms", ("latency_ms", "p99"), 1.0, "{:.1f}"),

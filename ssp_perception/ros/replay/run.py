@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-import os
 from pathlib import Path
 import shutil
 import tempfile
@@ -23,8 +22,10 @@ from .render import PLOT_FILES, SideBySideVideo, VIDEO_FILE, write_plots
 from .report import (decode_labels, Evaluator, FrameRecord, jsonable, ModeRun, ordered_modes,
                      Palette, write_report)
 from ..conversions import IMAGE_TYPE
+from ...files import check_output_target, staged_dir
 
 BAG_NAME = "bag"
+TOOL = "ssp_replay"
 
 
 @dataclass
@@ -59,16 +60,32 @@ def _run_mode(name: str, cfg: ReplayConfig, source: BagSource, index: BagIndex,
             if cfg.mode == "lockstep" and not run.wait(record, cfg.frame_timeout_s):
                 tqdm.write(f"[ssp_replay] {name}: no output for frame {frame.index} "
                            f"(stamp {frame.stamp_ns} ns) within {cfg.frame_timeout_s:.0f} s")
+            if cfg.on_bad_frame == "fail":
+                _fail_on_rejection(name, frame.index, records, run)
             bar.update(1)
             if record.labels_png is not None:
                 bar.set_postfix(latency_ms=f"{record.latency_ms:.0f}", refresh=False)
         bar.close()
         run.drain(records, timeout_s=cfg.frame_timeout_s)
+        if cfg.on_bad_frame == "fail":
+            _fail_on_rejection(name, len(records) - 1, records, run)
         done = [r.received_s for r in records if r.labels_png is not None]
         wall = (max(done) if done else time.monotonic()) - start
         return ModeRun(name, records, wall), class_info
     finally:
         run.close()
+
+
+def _fail_on_rejection(mode: str, index: int, records: list[FrameRecord], run: NodeRun) -> None:
+    """Raise ReplayError naming the first frame up to ``index`` that the node rejected."""
+    with run.lock:
+        bad = next((k for k, r in enumerate(records[:index + 1]) if r.rejected), None)
+        if bad is None:
+            return
+        record = records[bad]
+        raise ReplayError(f"{mode}: ssp_node rejected frame {bad} (stamp {record.stamp_ns} ns): "
+                          f"{record.rejected_detail or record.rejected}; pass --on-bad-frame "
+                          f"skip to replay the other frames and count such frames in the report")
 
 
 def _palette(class_info: Any) -> Palette:
@@ -80,18 +97,25 @@ def _evaluate(cfg: ReplayConfig, source: BagSource, index: BagIndex, runs: dict[
               palette: Palette, out_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     names = ordered_modes(runs)
     evaluator = Evaluator([runs[n] for n in names], palette, cfg.flow_preset)
-    video = (SideBySideVideo(out_dir / VIDEO_FILE, index.rate_hz, palette, names)
-             if cfg.video else None)
+    video = (SideBySideVideo(out_dir / VIDEO_FILE, index.rate_hz, palette, names,
+                             ground_truth=bool(index.labels)) if cfg.video else None)
     try:
         frames = tqdm(source.frames(index), total=index.frames, desc="evaluate", unit="frame",
                       disable=not cfg.progress, dynamic_ncols=True, mininterval=0.5)
+        rejected = {k for run in runs.values() for k, r in enumerate(run.records)
+                    if r.rejected}
         for frame in frames:
-            rgb = source.rgb(frame)
+            try:
+                rgb = source.rgb(frame)
+            except ReplayError:
+                if frame.index in rejected:
+                    continue   # --on-bad-frame skip: the node refused it too; counted already
+                raise
             png = index.labels.get(frame.stamp_ns)
             gt = decode_labels(png) if png is not None else None
             labels = evaluator.update(frame.index, rgb, gt)
             if video is not None:
-                video.write(rgb, labels)
+                video.write(rgb, labels, gt, evaluator.flicker())
     finally:
         if video is not None:
             video.close()
@@ -103,30 +127,44 @@ def _evaluate(cfg: ReplayConfig, source: BagSource, index: BagIndex, runs: dict[
 def replay(cfg: ReplayConfig) -> ReplayResult:
     """Replay the bag through the node in each mode and write the outputs into ``cfg.out_dir``.
 
-    Raise :class:`ReplayError` for an unusable bag or node set-up. Nothing is left behind on
+    Raise :class:`ReplayError` for an unusable bag or node set-up and
+    :class:`~ssp_perception.files.OutputError` for an ``out_dir`` the replay may not write
+    (``overwrite`` replaces only an earlier ssp_replay output). Nothing is left behind on
     failure or interruption: outputs appear in ``cfg.out_dir`` only once all are complete.
     """
-    out_dir = cfg.out_dir.resolve()
-    if out_dir.exists() and not cfg.overwrite:
-        raise ReplayError(f"output folder {out_dir} exists; pass --overwrite to replace it")
+    out_dir = check_output_target(cfg.out_dir.resolve(), TOOL, cfg.overwrite, "--overwrite",
+                                  _legacy_output)
     modes = ("ssp", "image_model") if cfg.compare else ("ssp",)
     for mode in modes:  # bad parameters fail here, before the bag is read
         node_parameters(cfg, mode)
     source = BagSource(cfg)
     index = source.index()
-    tmp = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    committed = False
+    params_dir = Path(tempfile.mkdtemp(prefix="ssp_replay_params_"))  # node parameter files
+    try:
+        with staged_dir(out_dir, TOOL, cfg.overwrite, "--overwrite", _legacy_output) as tmp:
+            report, runs = _replay_into(tmp, cfg, source, index, modes, params_dir)
+        return ReplayResult(out_dir, jsonable(report), runs)
+    finally:
+        shutil.rmtree(params_dir, ignore_errors=True)
+
+
+def _legacy_output(path: Path) -> bool:
+    # Outputs of ssp_replay from before the marker file: a report and the output bag.
+    return (path / "report.json").is_file() and (path / BAG_NAME).is_dir()
+
+
+def _replay_into(tmp: Path, cfg: ReplayConfig, source: BagSource, index: BagIndex,
+                 modes: tuple[str, ...],
+                 params_dir: Path) -> tuple[dict[str, Any], dict[str, ModeRun]]:
+    """Run every mode and write bag, report, plots and video into the staging folder."""
     context = rclpy.Context()
     recorder = None
-    params_dir = Path(tempfile.mkdtemp(prefix="ssp_replay_params_"))  # node parameter files
     try:
         storage = index.storage if cfg.storage == "same" else cfg.storage
         recorder = BagRecorder(tmp / BAG_NAME, storage)
         _copy_inputs(cfg, source, index, recorder)
-        # No rclpy signal handlers: Ctrl-C must raise KeyboardInterrupt here so that the
-        # finally clause below removes the partial output.
+        # No rclpy signal handlers: ssp_perception.cli's raise Interrupted here, so that the
+        # staging folder is removed (files.staged_dir) before the tool exits 130/143.
         rclpy.init(context=context, domain_id=cfg.domain_id,
                    signal_handler_options=SignalHandlerOptions.NO)
         runs: dict[str, ModeRun] = {}
@@ -145,9 +183,7 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
             files["video"] = VIDEO_FILE
         report = _report(cfg, index, class_info, summaries, files)
         write_report(tmp, report)
-        _commit(tmp, out_dir)
-        committed = True
-        return ReplayResult(out_dir, jsonable(report), runs)
+        return report, runs
     finally:
         if recorder is not None:
             try:
@@ -156,9 +192,6 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
                 pass
         if context.ok():
             rclpy.shutdown(context=context)
-        if not committed:
-            shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(params_dir, ignore_errors=True)
 
 
 def _copy_inputs(cfg: ReplayConfig, source: BagSource, index: BagIndex,
@@ -172,14 +205,6 @@ def _copy_inputs(cfg: ReplayConfig, source: BagSource, index: BagIndex,
         log_of = dict(zip(index.stamps, index.log_times))
         for stamp, cdr in source.label_messages(index):
             recorder.write(cfg.label_topic, log_of[stamp], cdr)
-
-
-def _commit(tmp: Path, out_dir: Path) -> None:
-    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _report(cfg: ReplayConfig, index: BagIndex, class_info: Any,

@@ -1,0 +1,43 @@
+"""Where the node's model comes from: the default artifact, its id, and the device check."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from .errors import StartupError
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = PACKAGE_DIR / "weights" / "ssp_lite_synth.safetensors"
+
+
+def check_device(device: str) -> None:
+    """Raise StartupError when ``device`` (already well-formed) does not exist here."""
+    if not device.startswith("cuda"):
+        return
+    if not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "no CUDA"
+        raise StartupError(f"device {device!r}: CUDA is not available on this machine (torch "
+                           f"{torch.__version__}, built with {build}, sees no GPU); use "
+                           f"device:=cpu")
+    index = int(device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise StartupError(f"device {device!r}: this machine has "
+                           f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 .. "
+                           f"cuda:{torch.cuda.device_count() - 1})")
+
+
+def resolve_model_path(model_path: str) -> Path:
+    """Return the artifact path of the ``model_path`` parameter ('' = the bundled demo model)."""
+    return Path(model_path).expanduser() if model_path else DEFAULT_MODEL
+
+
+def sha256_prefix(path: Path, n: int = 12) -> str:
+    """Return the first ``n`` hex digits of the file's SHA-256 (the node's model id)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:n]
