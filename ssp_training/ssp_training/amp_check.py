@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 from ssp_perception.config import preset
 from ssp_perception.geometry import transform_points
-from ssp_perception.tools.gpu_check import Clock, summarise, synthetic_frames
+from ssp_perception.synthetic import synthetic_frames
+from ssp_perception.tools.gpu_check_timing import Clock, summarise
 import torch
 
 from .data.frames import to_tensor_image

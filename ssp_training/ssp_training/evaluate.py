@@ -21,274 +21,33 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-from dataclasses import dataclass
 import itertools
-import os
 from pathlib import Path
 import sys
 from typing import Any
 
 import numpy as np
-from ssp_perception.artifact import ArtifactError, ArtifactMeta
-from ssp_perception.classes import ClassSet
+from ssp_perception.artifact import ArtifactMeta
 from ssp_perception.cli import ArgumentParser, run_main
-from ssp_perception.config import PRESETS
-from ssp_perception.files import check_output_target, load_tensor_file, OutputError, staged_dir
+from ssp_perception.files import staged_dir
 from ssp_perception.models import SSPModel
-from ssp_perception.registration import RegistrationConfig
 from ssp_perception.streaming import NonFiniteOutputError
 import torch
-from torch import nn
 
 from . import parity
-from .baselines import load_video_model
-from .data.dataset import ClipSequence, DatasetInfo, SequenceDataset, sibling
+from .data.dataset import ClipSequence, DatasetInfo, SequenceDataset
 from .data.files import DataError
+from .eval.entries import build_entries, load_checkpoints, LoadedCheckpoint
+from .eval.inputs import (check_arguments, check_size, dataset_has_homographies, EvalError,
+                          is_legacy_render, pick_flow, RENDER_TOOL)
 from .eval.plots import write_plots
-from .eval.predictors import (BaselinePredictor, FAILURE_POLICIES, Frame, HOMOGRAPHY_SOURCES,
-                              ImagePredictor, Predictor, SSPPredictor)
+from .eval.predictors import FAILURE_POLICIES, Frame, HOMOGRAPHY_SOURCES, ImagePredictor
 from .eval.report import ModelResult, write_report, write_text_atomic
-from .eval.runner import Entry, RenderPlan, run_evaluation, RunSettings
+from .eval.runner import RenderPlan, run_evaluation, RunSettings
 from .eval.tables import per_class_table, results_table
-from .flow import create_flow_provider, FlowProvider
 
 FLOW_CHOICES = ("auto", "gt", "dis", "raft")
 REGISTRATION_CHOICES = ("auto", "orb", "sift", "disk_lightglue")
-ROW_NAMES = {"image": "image model", "ssp": "SSP", "dff": "DFF", "netwarp": "NetWarp",
-             "tcb_ppm": "TCB-PPM", "tcb_ocr": "TCB-OCR"}
-
-
-class EvalError(ValueError):
-    """The inputs of an evaluation do not fit together; the message says what to change."""
-
-
-# ------------------------------------------------------------------ argument validation
-# Largest evaluation side: 4K frames are 2160x3840; beyond 8192 a frame and its logits would
-# take tens of GB, so such a size (from --size or an artifact) is refused before allocating.
-MAX_SIDE = 8192
-RENDER_TOOL = "ssp_eval --render"
-
-
-def _existing_ancestor(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
-def check_arguments(args: argparse.Namespace) -> None:
-    """Raise :class:`EvalError` for arguments that cannot work, before anything is loaded."""
-    for name in ("threads", "max_clips", "max_frames"):
-        value = getattr(args, name)
-        if value < 0:
-            raise EvalError(f"--{name.replace('_', '-')} must be >= 0 (0 = "
-                            f"{'default' if name == 'threads' else 'all'}), got {value}")
-    if args.flow_iterations < 1:
-        raise EvalError(f"--flow-iterations must be >= 1, got {args.flow_iterations}")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise EvalError(f"--out {out}: exists and is not a folder (ssp_eval writes a folder of "
-                        "reports there)")
-    if not _existing_ancestor(out).is_dir():
-        raise EvalError(f"--out {out}: {_existing_ancestor(out)} is a file, not a folder")
-    if args.render:
-        try:
-            check_output_target(out / "render", RENDER_TOOL, True, legacy=is_legacy_render)
-        except OutputError as err:
-            raise EvalError(str(err)) from None
-    if args.json:
-        report = Path(args.json)
-        if report.is_dir() or args.json.endswith(("/", os.sep)):
-            raise EvalError(f"--json {args.json}: is a folder; give the report's file name, "
-                            f"e.g. {report / 'eval.json'}")
-        if not _existing_ancestor(report.parent).is_dir():
-            raise EvalError(f"--json {report}: {_existing_ancestor(report.parent)} is a file, "
-                            "not a folder")
-    if args.flow_weights:
-        try:
-            load_tensor_file(args.flow_weights, "--flow-weights")
-        except (ValueError, FileNotFoundError) as err:
-            raise EvalError(str(err)) from None
-
-
-def check_size(size: tuple[int, ...], source: str) -> tuple[int, int]:
-    """Return the evaluation size (H, W) or raise :class:`EvalError` naming ``source``."""
-    if len(size) != 2 or any(v <= 0 or v % 32 for v in size):
-        raise EvalError(f"{source} must be H W, positive multiples of 32, got {list(size)}")
-    if max(size) > MAX_SIDE:
-        raise EvalError(f"{source} {size[0]}x{size[1]} is larger than {MAX_SIDE} pixels on a "
-                        "side; refused before allocating frames that size (pass a smaller "
-                        "--size)")
-    return int(size[0]), int(size[1])
-
-
-def is_legacy_render(folder: Path) -> bool:
-    """Return True if ``folder`` looks like a ``render/`` written before output markers."""
-    return all(p.is_file() and p.suffix in (".mp4", ".png") for p in folder.iterdir())
-
-
-@dataclass
-class LoadedCheckpoint:
-    """One artifact opened for evaluation."""
-
-    path: str
-    model: nn.Module
-    meta: ArtifactMeta
-    kind: str
-    label: str
-
-
-def check_class_set(path: str, meta: ArtifactMeta, dataset: ClassSet, root: Path) -> None:
-    """Raise :class:`EvalError` when a checkpoint's classes are not the dataset's."""
-    ours = meta.class_set
-    if ours.names != dataset.names:
-        raise EvalError(
-            f"class set mismatch: checkpoint {path} was trained on {ours.name!r} "
-            f"({ours.num_classes} classes: {', '.join(ours.names)}) but dataset {root} uses "
-            f"{dataset.name!r} ({dataset.num_classes} classes: {', '.join(dataset.names)}); "
-            "evaluate it on a dataset with its class set")
-
-
-def _label(path: str) -> str:
-    p = Path(path)
-    # runs/<name>/model.safetensors is the trainer's layout: the run folder names the model.
-    return p.parent.name if p.stem == "model" and p.parent.name else p.stem
-
-
-def load_checkpoints(paths: list[str], info: DatasetInfo,
-                     device: torch.device) -> list[LoadedCheckpoint]:
-    """Open every artifact, check its class set against the dataset's."""
-    loaded = []
-    for path in paths:
-        try:
-            model, meta, kind = load_video_model(path, map_location=device)
-        except ArtifactError as err:
-            raise EvalError(str(err)) from None
-        if meta.model.preset not in PRESETS:
-            raise EvalError(f"{path}: model.preset {meta.model.preset!r} is not one of "
-                            f"{', '.join(sorted(PRESETS))}; the artifact was not written by "
-                            "ssp_train or its metadata was edited")
-        check_class_set(path, meta, info.class_set, info.root)
-        loaded.append(LoadedCheckpoint(path, model, meta, kind, _label(path)))
-    stats = {(tuple(c.meta.mean), tuple(c.meta.std)) for c in loaded}
-    if len(stats) > 1:
-        raise EvalError("the checkpoints normalise their input differently (mean/std "
-                        f"{sorted(stats)}); evaluate them in separate runs")
-    return loaded
-
-
-def trained_data_section(ckpt: LoadedCheckpoint) -> dict[str, Any]:
-    """Return the ``data`` section of the recipe an artifact was trained with ({} if none)."""
-    recipe = ckpt.meta.provenance.get("recipe")
-    data = recipe.get("data") if isinstance(recipe, dict) else None
-    return data if isinstance(data, dict) else {}
-
-
-def homography_for(ckpt: LoadedCheckpoint, args: argparse.Namespace,
-                   dataset_has_homographies: bool) -> str:
-    """Resolve ``--homography`` for one SSP checkpoint.
-
-    ``auto`` takes the mode the artifact was trained with (so the no-registration ablation is
-    evaluated with the identity); a "dataset" training on a dataset without homographies, or an
-    artifact without a recipe, uses the registrator.
-    """
-    if args.homography != "auto":
-        return args.homography
-    trained = trained_data_section(ckpt).get("homography", "registrator")
-    if trained == "dataset" and not dataset_has_homographies:
-        return "registrator"
-    return trained if trained in HOMOGRAPHY_SOURCES else "registrator"
-
-
-def registration_for(ckpt: LoadedCheckpoint, args: argparse.Namespace,
-                     device: torch.device) -> RegistrationConfig:
-    """Resolve ``--registration`` for one SSP checkpoint.
-
-    ``disk_lightglue`` (the paper's registrator) needs the DISK and LightGlue weight files:
-    ``--disk-weights``/``--lightglue-weights`` or the paths in the artifact's recipe. Its
-    settings are the artifact's recipe's when it trained with DISK + LightGlue, else the
-    reference-parity ones (:data:`ssp_training.parity.REGISTRATION`). ``auto`` picks it when
-    the weights exist and ORB otherwise (said in the report's settings).
-    """
-    trained = trained_data_section(ckpt).get("registration") or {}
-    disk = args.disk_weights or trained.get("disk_weights", "")
-    glue = args.lightglue_weights or trained.get("lightglue_weights", "")
-    have = bool(disk and glue and Path(disk).is_file() and Path(glue).is_file())
-    method = args.registration
-    if method == "auto":
-        method = "disk_lightglue" if have else "orb"
-    if method != "disk_lightglue":
-        return RegistrationConfig(method=method)
-    if not have:
-        raise EvalError(f"--registration disk_lightglue needs the DISK and LightGlue weight "
-                        f"files (--disk-weights, --lightglue-weights; got {disk or 'none'!r} "
-                        f"and {glue or 'none'!r}); or use --registration orb")
-    base = dict(parity.REGISTRATION)
-    if trained.get("method") == "disk_lightglue":
-        base.update(trained)
-    try:
-        return RegistrationConfig(**{**base, "disk_weights": disk, "lightglue_weights": glue,
-                                     "device": str(device)})
-    except (TypeError, ValueError) as err:
-        raise EvalError(f"registration of {ckpt.path}: {err}") from None
-
-
-def build_entries(ckpts: list[LoadedCheckpoint], args: argparse.Namespace,
-                  dataset_has_homographies: bool = True,
-                  device: torch.device | None = None) -> list[Entry]:
-    """Return the rows to evaluate: each checkpoint's method, plus image rows if asked."""
-    device = device or torch.device("cpu")
-    rows: list[tuple[str, Predictor, dict[str, Any], LoadedCheckpoint]] = []
-    for i, c in enumerate(ckpts):
-        given = args.names[i] if args.names else ""
-        if args.no_propagation or c.kind == "image":
-            rows.append((given or ROW_NAMES["image"], ImagePredictor(c.model.image_model),
-                         {"propagation": False}, c))
-        elif c.kind == "ssp":
-            if args.with_image_model:
-                rows.append((ROW_NAMES["image"], ImagePredictor(c.model.image_model),
-                             {"propagation": False}, c))
-            homography = homography_for(c, args, dataset_has_homographies)
-            registration = (registration_for(c, args, device) if homography == "registrator"
-                            else RegistrationConfig(method="identity"))
-            rows.append((given or ROW_NAMES["ssp"],
-                         SSPPredictor(c.model, homography, registration,
-                                      args.on_registration_failure),
-                         {"homography": homography,
-                          **({"registration": registration.method}
-                             if homography == "registrator" else {}),
-                          "on_registration_failure": args.on_registration_failure}, c))
-        else:
-            rows.append((given or ROW_NAMES[c.kind], BaselinePredictor(c.model),
-                         {"baseline": c.model.video_cfg.to_dict()}, c))
-    names = [name for name, *_ in rows]
-    return [Entry(f"{name} ({c.label})" if names.count(name) > 1 else name, c.path, predictor,
-                  {**extra, "class_names": list(c.meta.class_set.names),
-                   "preset": c.meta.model.preset})
-            for name, predictor, extra, c in rows]
-
-
-def pick_flow(args: argparse.Namespace, info: DatasetInfo, first_clip: list[Path],
-              device: torch.device) -> tuple[str, FlowProvider | None]:
-    """Resolve ``--flow``; return (name, provider or None for ground truth)."""
-    name = args.flow
-    has_gt = len(first_clip) > 1 and sibling(first_clip[1], "flow").is_file()
-    if name == "auto":
-        if not has_gt and not args.flow_weights:
-            raise EvalError(f"{info.root} has no ground-truth flow, and the paper's TC uses "
-                            "RAFT (SSP_SPEC §7.3): give --flow-weights (a raft_large state "
-                            "dict), or choose --flow dis for an offline estimate")
-        name = "gt" if has_gt else "raft"
-    if name == "gt":
-        if not has_gt:
-            raise EvalError(f"--flow gt needs ground-truth flow (data/<clip>/flow/*.npz) and "
-                            f"{info.root} has none; use --flow dis, or raft with "
-                            "--flow-weights")
-        return name, None
-    try:
-        return name, create_flow_provider(name, args.flow_weights or None,
-                                          iterations=args.flow_iterations, device=str(device))
-    except (ValueError, FileNotFoundError) as err:
-        raise EvalError(str(err)) from None
 
 
 def _device(name: str) -> torch.device:
@@ -350,11 +109,6 @@ def check_homography_source(args: argparse.Namespace, ckpts: list[LoadedCheckpoi
             and not dataset_has_homographies(first_clip)):
         raise EvalError(f"--homography dataset needs data/<clip>/registration/*.npy and "
                         f"{info.root} has none; use --homography registrator")
-
-
-def dataset_has_homographies(first_clip: list[Path]) -> bool:
-    """Return whether the dataset stores homographies (checked on its first clip)."""
-    return len(first_clip) > 1 and sibling(first_clip[1], "registration").is_file()
 
 
 def write_outputs(args: argparse.Namespace, results: list[ModelResult], info: dict[str, Any],
