@@ -111,7 +111,8 @@ def _parse_preset_size(text: str) -> tuple[str, tuple[int, int]]:
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the command-line parser of the GPU check."""
-    p = argparse.ArgumentParser(prog=f"python -m {__name__}", description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(prog="python -m ssp_perception.tools.gpu_check",
+                                description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", required=True, help="output folder (gpu_check.json, gpu_check.md)")
     p.add_argument("--force", action="store_true", help="replace an earlier output of this tool")
