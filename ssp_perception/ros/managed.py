@@ -44,6 +44,7 @@ import torch
 from . import conversions
 from .errors import StartupError
 from .params import NodeConfig, plain_value
+from .ros_cli import RCLError
 from .worker import window_values
 
 # Read-only in both modes: the diagnostics timer exists in every lifecycle state.
@@ -279,7 +280,17 @@ class ManagedNodeMixin:
 def spin_until_finalized(executor: Executor, node: ManagedNodeMixin) -> None:
     """Spin until the shutdown transition ran, then a moment more for its service response."""
     while not node.finalized:
-        executor.spin_once(timeout_sec=0.5)
+        try:
+            executor.spin_once(timeout_sec=0.5)
+        except RCLError as err:
+            # Jazzy's rclpy (7.x) raises out of its change_state service when a transition is
+            # not valid from the current state (Kilted answers success=false). A supervisor's
+            # wrong request must not kill the node: say so and keep serving; that request
+            # gets no answer.
+            if "not registered" not in str(err):
+                raise
+            node.get_logger().warning(f"refused a lifecycle transition that is not valid in "
+                                      f"state {node.lifecycle_state!r}: {err}")
     deadline = time.monotonic() + LINGER_S
     while time.monotonic() < deadline:
         executor.spin_once(timeout_sec=LINGER_S / 4)
