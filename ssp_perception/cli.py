@@ -190,13 +190,9 @@ def run_main(body: Callable[[], int | None], tool: str, *,
             if _first is not None:
                 # The error is the interrupt's doing (raised inside a library and re-wrapped).
                 return _interrupted(tool, _first, getattr(err, "note", None) or interrupted)
-            if not isinstance(err, (UsageError, *usage_errors)):
-                _end_progress_bars()
-                print(f"{tool}: error: {one_line(err)}", file=sys.stderr, flush=True)
-                return EXIT_ERROR
             _end_progress_bars()
             print(f"{tool}: error: {one_line(err)}", file=sys.stderr, flush=True)
-            return EXIT_USAGE
+            return EXIT_USAGE if isinstance(err, (UsageError, *usage_errors)) else EXIT_ERROR
         if _first is not None:
             # A signal was received but its KeyboardInterrupt was swallowed on the way (a
             # library caught it): the work ran to its end. Still end with the signal's status.
