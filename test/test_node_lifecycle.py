@@ -36,6 +36,14 @@ tiny_artifact = th.tiny_artifact
 NS = "/lc"
 NODE = f"{NS}/ssp_node"
 TIMEOUT = 120.0     # model loading in a fresh process on a loaded 2-core machine
+ANSWER_S = 5.0      # a lost service answer (see ManagedProcess.call) is asked for again after this
+TARGETS = {Transition.TRANSITION_CONFIGURE: "inactive", Transition.TRANSITION_CLEANUP:
+           "unconfigured", Transition.TRANSITION_ACTIVATE: "active",
+           Transition.TRANSITION_DEACTIVATE: "inactive"}
+SHUTDOWNS = {Transition.TRANSITION_UNCONFIGURED_SHUTDOWN, Transition.TRANSITION_INACTIVE_SHUTDOWN,
+             Transition.TRANSITION_ACTIVE_SHUTDOWN}
+TRANSITIONAL = {"configuring", "cleaningup", "activating", "deactivating", "shuttingdown",
+                "errorprocessing"}
 # Small, fast test parameters: registration that works on 96x128 frames, quick diagnostics.
 PARAMS = ["-p", "registration.orb_fast_threshold:=5", "-p", "registration.min_inliers:=8",
           "-p", "diagnostics_period_s:=0.25", "-p", "input_timeout_s:=600.0",
@@ -103,20 +111,45 @@ class ManagedProcess:
         return predicate()
 
     def call(self, client, request):
-        """Call a lifecycle service and return its response."""
+        """Call a query service (get_state, set_parameters) and return its response.
+
+        Fast DDS drops an answer when the server has not yet discovered the client's reply
+        reader: the node logs "failed to send response (timeout)" and the client waits forever
+        (seen once in CI on a loaded machine). Discovery is not symmetric, and
+        ``service_is_ready`` only says that the client has found the server, so nothing the
+        client can see tells it when an answer would arrive. A query changes nothing, so it is
+        asked again every ``ANSWER_S`` until one answer comes back.
+        """
         assert self.spin_until(client.service_is_ready), self.output()
-        future = client.call_async(request)
-        assert self.spin_until(future.done), f"no answer from {client.srv_name}\n{self.output()}"
-        return future.result()
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            future = client.call_async(request)
+            if self.spin_until(future.done, timeout=ANSWER_S):
+                return future.result()
+            client.remove_pending_request(future)
+        pytest.fail(f"no answer from {client.srv_name}\n{self.output()}")
 
     def state(self):
         """Return the node's lifecycle state label (get_state)."""
         return self.call(self._get, GetState.Request()).current_state.label
 
     def transition(self, transition_id):
-        """Request a transition through change_state; return whether it succeeded."""
+        """Request a transition through change_state; return whether it succeeded.
+
+        A transition is not asked twice (the second would be refused); when its answer is lost
+        (see ``call``), get_state tells the outcome: the target state, or a shutdown's exit.
+        """
         request = ChangeState.Request(transition=Transition(id=transition_id))
-        return self.call(self._change, request).success
+        assert self.spin_until(self._change.service_is_ready), self.output()
+        future = self._change.call_async(request)
+        if self.spin_until(future.done, timeout=ANSWER_S):
+            return future.result().success
+        if transition_id in SHUTDOWNS:
+            return self.spin_until(future.done) or self.wait_exit() == 0
+        state = self.state()
+        while state in TRANSITIONAL and not future.done():
+            state = self.state()
+        return future.result().success if future.done() else state == TARGETS[transition_id]
 
     def refused(self, transition_id):
         """Request a transition that is not valid now; return True if the node refused it.
