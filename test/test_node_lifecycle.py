@@ -110,6 +110,11 @@ class ManagedProcess:
                 break
         return predicate()
 
+    def send(self, client, request):
+        """Send ``request`` once the service is there; return the answer's future."""
+        assert self.spin_until(client.service_is_ready), self.output()
+        return client.call_async(request)
+
     def call(self, client, request):
         """Call a query service (get_state, set_parameters) and return its response.
 
@@ -120,10 +125,9 @@ class ManagedProcess:
         client can see tells it when an answer would arrive. A query changes nothing, so it is
         asked again every ``ANSWER_S`` until one answer comes back.
         """
-        assert self.spin_until(client.service_is_ready), self.output()
         deadline = time.monotonic() + TIMEOUT
         while time.monotonic() < deadline and self.proc.poll() is None:
-            future = client.call_async(request)
+            future = self.send(client, request)
             if self.spin_until(future.done, timeout=ANSWER_S):
                 return future.result()
             client.remove_pending_request(future)
@@ -139,15 +143,21 @@ class ManagedProcess:
         A transition is not asked twice (the second would be refused); when its answer is lost
         (see ``call``), get_state tells the outcome: the target state, or a shutdown's exit.
         """
-        request = ChangeState.Request(transition=Transition(id=transition_id))
-        assert self.spin_until(self._change.service_is_ready), self.output()
-        future = self._change.call_async(request)
+        future = self.send(self._change, ChangeState.Request(
+            transition=Transition(id=transition_id)))
         if self.spin_until(future.done, timeout=ANSWER_S):
             return future.result().success
-        if transition_id in SHUTDOWNS:
-            return self.spin_until(future.done) or self.wait_exit() == 0
+        return self._outcome_without_answer(transition_id, future)
+
+    def _outcome_without_answer(self, transition_id, future):
+        """Return a transition's outcome when its answer may be lost (see ``call``)."""
+        if transition_id in SHUTDOWNS:   # the process exits once finalized
+            if self.spin_until(future.done):
+                return future.result().success
+            return self.wait_exit() == 0
+        deadline = time.monotonic() + TIMEOUT
         state = self.state()
-        while state in TRANSITIONAL and not future.done():
+        while state in TRANSITIONAL and not future.done() and time.monotonic() < deadline:
             state = self.state()
         return future.result().success if future.done() else state == TARGETS[transition_id]
 
@@ -157,9 +167,8 @@ class ManagedProcess:
         Kilted answers success=false; Jazzy's rclpy raises in the service instead, so the node
         logs the refusal and the request gets no answer. Either way the node lives on.
         """
-        request = ChangeState.Request(transition=Transition(id=transition_id))
-        assert self.spin_until(self._change.service_is_ready), self.output()
-        future = self._change.call_async(request)
+        future = self.send(self._change, ChangeState.Request(
+            transition=Transition(id=transition_id)))
         assert self.spin_until(lambda: future.done() or "refused a lifecycle transition"
                                in self.output()), self.output()
         return not future.done() or not future.result().success
