@@ -26,6 +26,7 @@ import os
 from pathlib import Path
 import shutil
 import threading
+import time
 from typing import Any
 import warnings
 
@@ -171,7 +172,28 @@ def staged_dir(dest: str | os.PathLike, tool: str, force: bool = False,
         else:
             os.replace(stage, dest)
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        remove_tree(stage)
+
+
+def remove_tree(path: Path, attempts: int = 5) -> None:
+    """Remove the folder ``path`` if it exists; warn, naming it, if it cannot be removed.
+
+    A removal can race a file that another thread is still creating in the folder (the
+    folder is then not empty when ``rmdir`` runs), so it is tried again a few times.
+    """
+    for attempt in range(attempts):
+        try:
+            shutil.rmtree(path)
+            return
+        except FileNotFoundError:
+            if not path.exists():
+                return
+        except OSError as err:
+            if attempt == attempts - 1:
+                warnings.warn(f"could not remove {path}: {err}; remove it by hand",
+                              RuntimeWarning, stacklevel=2)
+                return
+        time.sleep(0.05 * (attempt + 1))
 
 
 def load_tensor_file(path: str | os.PathLike, what: str) -> dict[str, Any]:

@@ -1,7 +1,10 @@
 """Tests of ssp_perception.files: atomic writes and guarded output folders."""
 
+import itertools
 import os
 from pathlib import Path
+import threading
+import time
 
 import pytest
 
@@ -34,6 +37,32 @@ def test_staged_dir_replaces_only_on_success(tmp_path: Path) -> None:
         (stage / "result.txt").write_text("three")
     assert (dest / "result.txt").read_text() == "three"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_staged_dir_is_removed_while_a_thread_still_writes_into_it(tmp_path: Path) -> None:
+    # A writer thread that goes on creating files for a moment after the block failed (as a
+    # bag writer did in the CI flake of ssp_replay's signal test) used to make the removal
+    # fail with "directory not empty", silently: the staging folder stayed behind.
+    for attempt in range(5):
+        root = tmp_path / str(attempt)
+        with pytest.raises(KeyboardInterrupt):
+            with files.staged_dir(root / "out", "ssp_x") as stage:
+                def write_for_a_moment(stage: Path = stage) -> None:
+                    end = time.monotonic() + 0.2
+                    for k in itertools.count():
+                        if time.monotonic() > end:
+                            return
+                        try:
+                            (stage / f"part{k}").write_bytes(b"x")
+                        except OSError:   # the folder is gone
+                            return
+
+                writer = threading.Thread(target=write_for_a_moment)
+                writer.start()
+                time.sleep(0.01)
+                raise KeyboardInterrupt
+        writer.join()
+        assert not list(root.iterdir()), f"attempt {attempt}: the staging folder stayed"
 
 
 def test_check_output_target_refuses_foreign_paths(tmp_path: Path) -> None:

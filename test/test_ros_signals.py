@@ -9,8 +9,11 @@ a file appearing) and, for the replay, a second signal while the first one's cle
 import os
 import re
 import signal
+import threading
+import time
 
 import pytest
+from ssp_perception.ros.replay.bag import BagRecorder
 from ssp_perception.testing import Tool
 
 import test_replay as tr
@@ -98,6 +101,54 @@ def test_replay_second_signal_during_cleanup_keeps_the_first_status(tmp_path, in
     assert code == 130, out
     assert out.count("interrupted") == 1 and "Traceback" not in out
     assert not list(tmp_path.iterdir())
+
+
+class _Signal(Exception):
+    pass
+
+
+def _raise_signal(_signum, _frame):
+    raise _Signal
+
+
+def test_recorder_interrupted_while_creating_its_bag_stops_its_writer(tmp_path):
+    # The CI flake of the replay test above: a signal that lands while BagRecorder's writer
+    # thread creates the bag used to leave that thread alive, still creating files in the
+    # staging folder as the cleanup removed it. SIGUSR1 stands in for SIGINT so that a late
+    # signal can never interrupt pytest itself; it is sent as soon as the .db3 file appears.
+    previous = signal.signal(signal.SIGUSR1, _raise_signal)
+    inside = 0
+    try:
+        for attempt in range(10):
+            folder = tmp_path / str(attempt)
+            sent = threading.Event()
+
+            def interrupt_once_the_bag_appears(folder=folder, sent=sent):
+                deadline = time.monotonic() + 10.0
+                while not list(folder.glob("bag/*.db3")) and time.monotonic() < deadline:
+                    time.sleep(0.0002)
+                os.kill(os.getpid(), signal.SIGUSR1)
+                sent.set()
+
+            before = set(threading.enumerate())
+            threading.Thread(target=interrupt_once_the_bag_appears, daemon=True).start()
+            recorder = None
+            try:
+                recorder = BagRecorder(folder / "bag", "sqlite3")
+                sent.wait()        # the signal is raised here if the constructor finished
+                time.sleep(0.05)
+            except _Signal:
+                pass
+            if recorder is not None:
+                recorder.close()
+                continue
+            inside += 1
+            writers = [t for t in set(threading.enumerate()) - before
+                       if t.name == "bag_writer"]
+            assert not writers, f"attempt {attempt}: the bag writer thread is still running"
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert inside, "no signal landed inside BagRecorder(): nothing was checked"
 
 
 # ---- ssp_bench -----------------------------------------------------------------------------

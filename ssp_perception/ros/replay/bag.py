@@ -276,6 +276,9 @@ def _bag_qos(qos: QoSProfile) -> Qos:
                zero, zero, QosLiveliness.AUTOMATIC, zero, False)
 
 
+OPEN_TIMEOUT_S = 10.0  # creating a bag takes milliseconds
+
+
 class BagRecorder:
     """Write serialised messages to a rosbag2 from any thread.
 
@@ -295,8 +298,15 @@ class BagRecorder:
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
         self._thread = threading.Thread(target=self._run, args=(plugin,), name="bag_writer",
                                         daemon=True)
-        self._thread.start()
-        self._opened.wait()
+        try:
+            self._thread.start()
+            self._opened.wait()
+        except BaseException:
+            # Interrupted (Ctrl-C) while the writer creates the bag: the caller never gets this
+            # object to close, so stop the writer here. Otherwise it would go on creating files
+            # while the caller's cleanup removes the folder they are written to.
+            self._stop()
+            raise
         self._check()
 
     def _run(self, plugin: StoragePlugin) -> None:
@@ -358,7 +368,13 @@ class BagRecorder:
 
     def close(self) -> None:
         """Write what is queued and finish the bag (metadata.yaml is written here)."""
-        if self._thread.is_alive():
+        self._stop()
+        self._check()
+
+    def _stop(self) -> None:
+        # Signals are ignored while a tool cleans up (ssp_perception.cli). The bound covers a
+        # signal that came inside Thread.start() before the thread existed: it never opens.
+        self._opened.wait(OPEN_TIMEOUT_S)
+        if self._opened.is_set() and self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
-        self._check()

@@ -20,6 +20,7 @@ import numpy as np
 # Re-exported: the dataset tools write through the one atomic writer of both packages.
 from ssp_perception.files import atomic_write_bytes
 from ssp_perception.files import atomic_write_json as write_json  # noqa: F401
+from ssp_perception.files import remove_tree  # noqa: F401
 
 
 class DataError(ValueError):

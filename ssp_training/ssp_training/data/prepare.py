@@ -186,7 +186,7 @@ class _ClipWriter:
             if keep:
                 os.replace(self.tmp, self.final)
             else:
-                shutil.rmtree(self.tmp, ignore_errors=True)
+                files.remove_tree(self.tmp)
         return keep
 
 
@@ -407,11 +407,11 @@ def _remove_failed(out: Path, created: bool, keep_cache: bool) -> None:
     finished nothing in is removed entirely.
     """
     for partial in (out / "data").glob(".*.partial"):
-        shutil.rmtree(partial, ignore_errors=True)
+        files.remove_tree(partial)
     if not keep_cache:
-        shutil.rmtree(out / ".cache", ignore_errors=True)
+        files.remove_tree(out / ".cache")
     if created and not any((out / ".state").glob("*.json")):
-        shutil.rmtree(out, ignore_errors=True)
+        files.remove_tree(out)
 
 
 def _prepare(out: str | Path, rules: Rules, plans_fn: Callable[[], list[SequencePlan]],
