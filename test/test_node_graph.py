@@ -28,14 +28,15 @@ import time
 
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.qos import QoSProfile, ReliabilityPolicy
-from ssp_msgs.msg import SegmentationStatus
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from ssp_msgs.msg import ClassInfo, SegmentationStatus
 
 from ssp_perception.ros.delivery import profile_env
 
 PROFILE = Path(__file__).resolve().parents[1] / "config" / "fastdds_large_frames.xml"
 TOPIC = "/graph_cam/image"
 STATUS = "/graph_cam/status"
+CLASS_INFO = "/graph_cam/class_info"
 SIZE = "1280x720"
 
 
@@ -62,14 +63,36 @@ class Graph:
         self.probe.create_subscription(
             SegmentationStatus, STATUS, self.statuses.append,
             QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE))
+        # Created after the status reader: see _wait_status_link.
+        self.class_info = []
+        self.probe.create_subscription(
+            ClassInfo, CLASS_INFO, self.class_info.append,
+            QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                       durability=DurabilityPolicy.TRANSIENT_LOCAL))
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.probe)
+
+    def _wait_status_link(self, timeout=180.0):
+        # The node publishes a status only for frames, and a status published before its
+        # writer and the probe's reader have matched is lost (volatile): the run's first
+        # statuses would be missing and its accounting would start at a later frame.
+        # Discovery is not symmetric, so the probe seeing the node's status writer does not
+        # say that the writer has seen the probe. The latched class_info does: its delivery
+        # shows that both sides have matched their class_info endpoints, which each side
+        # announced (in order, over the reliable discovery channel) after its status one: the
+        # probe creates its status reader first, the node its status writer.
+        deadline = time.monotonic() + timeout
+        while not self.class_info and time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.05)
+            assert self.node.poll() is None, self._node_output()
+        assert self.class_info, f"no class_info from ssp_node within {timeout:.0f} s"
 
     def run(self, rate, seconds, qos, timeout=240.0):
         """Publish from another process; return what it sent and the statuses of its frames.
 
         Also returns the last status before the run (None for the first run).
         """
+        self._wait_status_link()
         before = len(self.statuses)
         pub = subprocess.Popen(
             [sys.executable, "-m", "ssp_perception.ros.delivery", "publish", "--topic", TOPIC,
