@@ -185,10 +185,9 @@ def remove_tree(path: Path, attempts: int = 5) -> None:
         try:
             shutil.rmtree(path)
             return
-        except FileNotFoundError:
-            if not path.exists():
-                return
         except OSError as err:
+            if not path.exists():   # it was not there, or someone else removed it
+                return
             if attempt == attempts - 1:
                 warnings.warn(f"could not remove {path}: {err}; remove it by hand",
                               RuntimeWarning, stacklevel=2)
