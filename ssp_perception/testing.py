@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
@@ -68,6 +68,20 @@ def wait_until(condition: Callable[[], bool], proc: subprocess.Popen | None = No
                                  f"{proc.stderr.read() if proc.stderr else ''}")
         assert time.monotonic() < end, "condition not reached in time"
         time.sleep(0.01)
+
+
+def spin_until(executor: Any, predicate: Callable[[], Any], timeout: float,
+               proc: subprocess.Popen | None = None, period: float = 0.05) -> Any:
+    """Spin an rclpy ``executor`` until ``predicate()`` holds; return its last value.
+
+    Stops early when ``proc`` (a node process under test) exits: the caller asserts on it.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=period)
+        if proc is not None and proc.poll() is not None:
+            break
+    return predicate()
 
 
 def ignore_sigint() -> None:

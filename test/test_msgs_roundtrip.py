@@ -9,6 +9,8 @@ from rclpy.qos import DurabilityPolicy, QoSProfile
 from ssp_msgs.msg import ClassInfo, SegmentationStatus
 from ssp_msgs.srv import ResetStreams
 
+from ssp_perception.testing import spin_until
+
 
 @pytest.fixture
 def ros_context():
@@ -18,13 +20,6 @@ def ros_context():
         yield context
     finally:
         rclpy.shutdown(context=context)
-
-
-def _spin_until(executor, predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:
-        executor.spin_once(timeout_sec=0.05)
-    return predicate()
 
 
 def _status():
@@ -70,12 +65,12 @@ def test_message_roundtrip(ros_context, msg_type, make, qos):
     listener.create_subscription(msg_type, "topic", received.append, qos)
     sent = make()
     try:
-        assert _spin_until(executor, lambda: pub.get_subscription_count() > 0)
+        assert spin_until(executor, lambda: pub.get_subscription_count() > 0, 10.0)
         # Publish until one arrives: discovery can lag the subscription count.
         deadline = time.monotonic() + 10.0
         while not received and time.monotonic() < deadline:
             pub.publish(sent)
-            _spin_until(executor, lambda: bool(received), timeout=0.2)
+            spin_until(executor, lambda: bool(received), 0.2)
         assert received, f"no {msg_type.__name__} received"
         assert received[0] == sent
     finally:
@@ -100,10 +95,10 @@ def test_reset_service_roundtrip(ros_context):
     server.create_service(ResetStreams, "reset", handle)
     client = client_node.create_client(ResetStreams, "reset")
     try:
-        assert _spin_until(executor, lambda: client.service_is_ready())
+        assert spin_until(executor, lambda: client.service_is_ready(), 10.0)
         for stream, ok in (("", True), ("/other", False)):
             future = client.call_async(ResetStreams.Request(stream_id=stream))
-            assert _spin_until(executor, future.done)
+            assert spin_until(executor, future.done, 10.0)
             assert future.result().success is ok
     finally:
         executor.shutdown()

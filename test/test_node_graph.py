@@ -32,6 +32,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from ssp_msgs.msg import ClassInfo, SegmentationStatus
 
 from ssp_perception.ros.delivery import profile_env
+from ssp_perception.testing import spin_until
 
 PROFILE = Path(__file__).resolve().parents[1] / "config" / "fastdds_large_frames.xml"
 TOPIC = "/graph_cam/image"
@@ -81,10 +82,8 @@ class Graph:
         # shows that both sides have matched their class_info endpoints, which each side
         # announced (in order, over the reliable discovery channel) after its status one: the
         # probe creates its status reader first, the node its status writer.
-        deadline = time.monotonic() + timeout
-        while not self.class_info and time.monotonic() < deadline:
-            self.executor.spin_once(timeout_sec=0.05)
-            assert self.node.poll() is None, self._node_output()
+        spin_until(self.executor, lambda: self.class_info, timeout, self.node)
+        assert self.node.poll() is None, self._node_output()
         assert self.class_info, f"no class_info from ssp_node within {timeout:.0f} s"
 
     def run(self, rate, seconds, qos, timeout=240.0):
@@ -99,10 +98,8 @@ class Graph:
              "--size", SIZE, "--rate", str(rate), "--duration", str(seconds), "--qos", qos,
              "--wait-match", "180"],
             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + timeout
-        while pub.poll() is None and time.monotonic() < deadline:
-            self.executor.spin_once(timeout_sec=0.05)
-            assert self.node.poll() is None, self._node_output()
+        spin_until(self.executor, lambda: pub.poll() is not None, timeout, self.node)
+        assert self.node.poll() is None, self._node_output()
         if pub.poll() is None:
             pub.kill()
         out, err = pub.communicate()

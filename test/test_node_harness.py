@@ -7,7 +7,6 @@ executor spins both in a deadline loop. The model is a randomly initialised lite
 """
 
 import os
-import time
 
 import numpy as np
 import pytest
@@ -25,6 +24,7 @@ from ssp_perception.models import create_model
 from ssp_perception.ros import conversions
 from ssp_perception.ros.node import SegmentationNode
 from ssp_perception.synthetic import synthetic_frames
+from ssp_perception.testing import spin_until
 from std_msgs.msg import Header
 import torch
 
@@ -115,10 +115,7 @@ class NodeHarness:
 
     def spin_until(self, predicate, timeout=TIMEOUT):
         """Spin until ``predicate()`` holds or ``timeout`` passes; return its last value."""
-        deadline = time.monotonic() + timeout
-        while not predicate() and time.monotonic() < deadline:
-            self.executor.spin_once(timeout_sec=0.02)
-        return predicate()
+        return spin_until(self.executor, predicate, timeout, period=0.02)
 
     def spin_for(self, seconds):
         """Spin for ``seconds`` (to let something that should not happen have its chance)."""

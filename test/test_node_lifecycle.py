@@ -28,6 +28,7 @@ from sensor_msgs.msg import Image
 from ssp_msgs.msg import ClassInfo, SegmentationStatus
 
 from ssp_perception.ros.managed import rss_mb
+from ssp_perception.testing import spin_until
 import test_node_harness as th
 from test_node_harness import frames, image_msg
 
@@ -103,12 +104,7 @@ class ManagedProcess:
 
     def spin_until(self, predicate, timeout=TIMEOUT):
         """Spin until ``predicate()`` holds, the node process exits or ``timeout`` passes."""
-        deadline = time.monotonic() + timeout
-        while not predicate() and time.monotonic() < deadline:
-            self.executor.spin_once(timeout_sec=0.05)
-            if self.proc.poll() is not None:
-                break
-        return predicate()
+        return spin_until(self.executor, predicate, timeout, self.proc)
 
     def send(self, client, request):
         """Send ``request`` once the service is there; return the answer's future."""
