@@ -135,8 +135,14 @@ def _end_progress_bars() -> None:
     """Close progress bars still drawn (tqdm, if loaded) so our line starts on its own line."""
     tqdm = sys.modules.get("tqdm")
     for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ()) or ()):
+        # A signal between a bar's first draw and the end of its __init__ leaves it without
+        # last_print_t, and tqdm's close() then returns without ending the drawn line.
+        unended = (not getattr(bar, "disable", True) and getattr(bar, "sp", None) is not None
+                   and not hasattr(bar, "last_print_t"))
         try:
             bar.close()
+            if unended:
+                bar.fp.write("\n")
         except Exception:  # noqa: BLE001 - a bar that cannot close must not hide the error
             pass
 

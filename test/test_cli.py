@@ -128,6 +128,26 @@ def test_rclpy_handlers_do_not_change_the_status(tmp_path, mode, sig, status):
     assert err.endswith("ros_tool: interrupted; context shut down\n"), err
 
 
+def test_interrupt_during_a_progress_bars_first_draw_still_starts_its_own_line(capsys):
+    from tqdm import tqdm
+
+    class InterruptedAfterFirstDraw(tqdm):
+        # Where a signal landed in a CI run: after tqdm's __init__ drew the bar, before it
+        # set last_print_t (tqdm's close() then leaves the line open).
+        def refresh(self, *args, **kwargs):
+            super().refresh(*args, **kwargs)
+            raise KeyboardInterrupt
+
+    def body() -> None:
+        for _ in InterruptedAfterFirstDraw(range(2), desc="export", file=sys.stderr):
+            pass
+
+    assert run_main(body, "demo_tool", interrupted="no output folder written") == EXIT_SIGINT
+    err = capsys.readouterr().err
+    assert "export:" in err
+    assert err.splitlines()[-1] == "demo_tool: interrupted; no output folder written", err
+
+
 def test_usage_and_runtime_errors_are_one_line(capsys):
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
 
