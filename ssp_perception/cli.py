@@ -137,8 +137,9 @@ def _end_progress_bars() -> None:
     for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ()) or ()):
         # A signal between a bar's first draw and the end of its __init__ leaves it without
         # last_print_t, and tqdm's close() then returns without ending the drawn line.
+        # (Drawn there: enabled, its printer made and no start delay.)
         unended = (not getattr(bar, "disable", True) and getattr(bar, "sp", None) is not None
-                   and not hasattr(bar, "last_print_t"))
+                   and getattr(bar, "delay", 0) <= 0 and not hasattr(bar, "last_print_t"))
         try:
             bar.close()
             if unended:

@@ -10,6 +10,7 @@ import time
 import pytest
 from ssp_perception.cli import (EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, run_main,
                                 UsageError)
+from tqdm import tqdm
 
 # A tool whose work waits for the test, and whose cleanup can be held open by the test.
 TOOL = textwrap.dedent("""
@@ -129,8 +130,6 @@ def test_rclpy_handlers_do_not_change_the_status(tmp_path, mode, sig, status):
 
 
 def test_interrupt_during_a_progress_bars_first_draw_still_starts_its_own_line(capsys):
-    from tqdm import tqdm
-
     class InterruptedAfterFirstDraw(tqdm):
         # Where a signal landed in a CI run: after tqdm's __init__ drew the bar, before it
         # set last_print_t (tqdm's close() then leaves the line open).
