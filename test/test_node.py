@@ -15,6 +15,7 @@ from ssp_msgs.srv import ResetStreams
 
 from ssp_perception.classes import UAVID
 from ssp_perception.registration import RegistrationConfig
+from ssp_perception.ros.node import SegmentationNode
 from ssp_perception.ros.params import parameter_specs, parameter_table_markdown
 from ssp_perception.stream import Segmenter, StreamConfig
 import test_node_harness as th
@@ -241,6 +242,24 @@ def test_good_parameter_change_rebuilds_streams(harness):
     result = _set(h, "stream.input_size", [32, 64])
     assert result.successful, result.reason
     assert h.spin_until(lambda: (info[-1].input_height, info[-1].input_width) == (32, 64))
+
+
+class _NodeWithoutPostSetCallbacks(SegmentationNode):
+    add_post_set_parameters_callback = None     # as on Humble, whose rclpy has none
+
+
+def test_parameters_are_validated_and_applied_without_post_set_callbacks(ros_context,
+                                                                         tiny_artifact):
+    h = NodeHarness(ros_context, tiny_artifact, node_class=_NodeWithoutPostSetCallbacks)
+    try:
+        assert _set(h, "overlay_alpha", 0.25).successful
+        assert h.node.config.overlay_alpha == 0.25
+        result = _set(h, "overlay_alpha", 1.5)
+        assert not result.successful and "overlay_alpha must be in [0, 1]" in result.reason
+        assert h.node.config.overlay_alpha == 0.25
+        assert h.node.get_parameter("overlay_alpha").value == 0.25
+    finally:
+        h.close()
 
 
 def _flatten(tree, prefix=""):

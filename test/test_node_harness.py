@@ -96,11 +96,11 @@ def image_msg(rgb, stamp, frame_id="cam", encoding="rgb8"):
 class NodeHarness:
     """One SegmentationNode plus a probe node, spun together by one executor."""
 
-    def __init__(self, context, artifact, name="ssp_node", **params):
+    def __init__(self, context, artifact, name="ssp_node", node_class=SegmentationNode, **params):
         overrides = [Parameter(k, value=v) for k, v in {**FAST, **params}.items()]
         overrides.append(Parameter("model_path", value=str(artifact)))
         self.context = context
-        self.node = SegmentationNode(name, context=context, parameter_overrides=overrides)
+        self.node = node_class(name, context=context, parameter_overrides=overrides)
         self.probe = rclpy.create_node("probe", context=context)
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.node)

@@ -11,7 +11,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from ssp_msgs.msg import SegmentationStatus
 
-from ssp_perception.ros.input_qos import choose_reliability
+from ssp_perception.ros.input_qos import (choose_reliability, HAS_MATCHED_EVENT,
+                                          subscription_events)
 import test_node_harness as th
 from test_node_harness import frames, image_msg, NodeHarness
 
@@ -29,6 +30,20 @@ def test_choose_reliability():
     assert choose_reliability("auto", [rel, be]) == be   # a reliable reader misses the BE one
     assert choose_reliability("reliable", [be]) == rel
     assert choose_reliability("best_effort", [rel]) == be
+
+
+def test_camera_subscriptions_take_the_matched_event_where_rclpy_has_one():
+    def on_incompatible(_info):
+        pass
+
+    def on_matched(_info):
+        pass
+
+    assert HAS_MATCHED_EVENT            # Kilted and Jazzy; Humble's rclpy has no such event
+    events = subscription_events(on_incompatible, on_matched)
+    assert (events.incompatible_qos, events.matched) == (on_incompatible, on_matched)
+    humble = subscription_events(on_incompatible, on_matched, has_matched=False)
+    assert (humble.incompatible_qos, humble.matched) == (on_incompatible, None)
 
 
 def _reliability(h):

@@ -11,16 +11,25 @@ every mode (the latest-frame policy), durability VOLATILE.
 
 ``qos_overrides.<topic>.subscription.{history,depth,reliability}`` still apply: an explicit
 reliability override pins the policy, as if ``input_reliability`` named it.
+
+ROS 2 Humble keeps the QoS event classes in ``rclpy.qos_event`` (renamed ``rclpy.event_handler``
+in Iron) and has no ``matched`` subscription event: there the node's periodic publisher check
+(``QOS_CHECK_PERIOD_S``) alone follows the publishers. Written against Humble's rclpy sources;
+untested on Humble (no Humble wheels on the build machine's registry).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 import copy
+import inspect
 import time
 from typing import Any
 
-from rclpy.event_handler import SubscriptionEventCallbacks
+try:  # Iron and later
+    from rclpy.event_handler import QoSRequestedIncompatibleQoSInfo, SubscriptionEventCallbacks
+except ImportError:  # Humble: the same classes under their old module name
+    from rclpy.qos_event import QoSRequestedIncompatibleQoSInfo, SubscriptionEventCallbacks
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSPolicyKind, QoSProfile,
                        ReliabilityPolicy)
 from rclpy.qos_overriding_options import QoSOverridingOptions
@@ -28,6 +37,10 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 # Longest overlap of the old and the new subscription when the reliability changes.
 HANDOVER_S = 2.0
 _POLICY = {"reliable": ReliabilityPolicy.RELIABLE, "best_effort": ReliabilityPolicy.BEST_EFFORT}
+# False on Humble, whose subscriptions report no match events.
+HAS_MATCHED_EVENT = "matched" in inspect.signature(SubscriptionEventCallbacks).parameters
+__all__ = ["QoSRequestedIncompatibleQoSInfo", "InputSubscription", "choose_reliability",
+           "describe_publishers", "policy_name", "subscription_events"]
 
 
 def choose_reliability(mode: str, offered: Sequence[ReliabilityPolicy]) -> ReliabilityPolicy:
@@ -62,6 +75,15 @@ def describe_publishers(infos: Sequence[Any]) -> str:
                 if info.node_name != "_NODE_NAME_UNKNOWN_" else "a publisher")
         parts.append(f"{node} ({policy_name(qos.reliability)}, {policy_name(qos.durability)})")
     return f"{len(infos)} publisher(s): " + ", ".join(parts)
+
+
+def subscription_events(incompatible_qos: Callable[[Any], None],
+                        matched: Callable[[Any], None],
+                        has_matched: bool = HAS_MATCHED_EVENT) -> SubscriptionEventCallbacks:
+    """Return the event callbacks of a camera subscription; ``matched`` only where rclpy has it."""
+    if has_matched:
+        return SubscriptionEventCallbacks(incompatible_qos=incompatible_qos, matched=matched)
+    return SubscriptionEventCallbacks(incompatible_qos=incompatible_qos)
 
 
 class InputSubscription:
@@ -151,8 +173,7 @@ class InputSubscription:
         self._callback(msg)
 
     def _create(self, topic: str, qos: QoSProfile, overrides: QoSOverridingOptions) -> Any:
-        events = SubscriptionEventCallbacks(incompatible_qos=self._incompatible,
-                                            matched=lambda _info: self._node_update())
+        events = subscription_events(self._incompatible, lambda _info: self._node_update())
         return self._node.create_subscription(self._msg_type, topic, self._deliver, qos,
                                               event_callbacks=events,
                                               qos_overriding_options=overrides)

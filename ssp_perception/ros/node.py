@@ -154,8 +154,11 @@ class SegmentationNode(Node):
         self._diag_timer = self.create_timer(
             self.config.diagnostics_period_s, self._publish_diagnostics,
             clock=Clock(clock_type=ClockType.STEADY_TIME))
-        self.add_on_set_parameters_callback(self._validate_parameters)
-        self.add_post_set_parameters_callback(self._apply_parameters)
+        if callable(getattr(self, "add_post_set_parameters_callback", None)):   # Iron on
+            self.add_on_set_parameters_callback(self._validate_parameters)
+            self.add_post_set_parameters_callback(self._apply_parameters)
+        else:   # Humble has no post-set callbacks: apply a change once it is accepted
+            self.add_on_set_parameters_callback(self._validate_and_apply_parameters)
 
     def _start_inputs(self) -> None:
         """Phase 3c: subscribe to the inputs and start the workers."""
@@ -341,6 +344,12 @@ class SegmentationNode(Node):
             names = ", ".join(f"{k}={v!r}" for k, v in changes.items())
             return SetParametersResult(successful=False, reason=f"rejected {names}: {err}")
         return SetParametersResult(successful=True)
+
+    def _validate_and_apply_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        result = self._validate_parameters(params)
+        if result.successful:
+            self._apply_parameters(params)
+        return result
 
     def _apply_parameters(self, params: list[Parameter]) -> None:
         changes = {p.name: plain_value(p.value) for p in params if p.name in self._specs}

@@ -17,12 +17,12 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
-from rclpy.event_handler import QoSRequestedIncompatibleQoSInfo
 from rclpy.node import Node
 from std_msgs.msg import Header
 
 from . import conversions
 from .frame_loss import FrameLossCounter
+from .input_qos import QoSRequestedIncompatibleQoSInfo
 from ..encodings import blend, colorize, confidence_to_mono8, EncodingError
 from ..registration import RegistrationConfig
 from ..stream import FrameResult, Stream, StreamConfig
