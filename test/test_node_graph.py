@@ -143,12 +143,15 @@ def _account(sent, statuses, baseline=None):
     names = ("frames_received", "frames_processed", "frames_dropped", "frames_rejected",
              "frames_missing")
     counts = {n: getattr(last, n) - (getattr(baseline, n) if baseline else 0) for n in names}
+    # Frames the node had counted (received or missing) by the first status the probe saw.
+    at_first = sum(getattr(statuses[0], n) - (getattr(baseline, n) if baseline else 0)
+                   for n in ("frames_received", "frames_missing"))
     gap_resets = [s.reset_detail for s in statuses[1:]
                   if s.reset_reason == SegmentationStatus.RESET_TIME_GAP]
     # Where the time went, for the failure message: per-frame latency of the first frames.
     total_ms = [round(s.total_ms) for s in statuses[:8]]
-    return {"after_discovery": sent["sent"] - first, "gap_resets": gap_resets, **counts,
-            "first_total_ms": total_ms}
+    return {"after_discovery": sent["sent"] - first, "counted_at_first_status": at_first,
+            "gap_resets": gap_resets, **counts, "first_total_ms": total_ms}
 
 
 def _check_delivery(run, min_fraction, gap_resets=False):
@@ -182,8 +185,14 @@ def test_best_effort_camera_with_the_profile_at_10_and_20_hz():
         # Twice the rate the node keeps up with on 2 cores: a processing stall beyond
         # stream.max_gap_s may reset the state there, by design; delivery is what is checked.
         _check_delivery(run, 0.95, gap_resets=True)
-        # The counts add up to what the publisher sent: received + never arrived.
-        assert run["frames_received"] + run["frames_missing"] == run["after_discovery"], run
+        # The counts add up to what the publisher sent: received + never arrived. The first
+        # status the probe sees need not be the node's first frame (one the latest-frame
+        # policy dropped has no status; the status link may match a frame late), so the
+        # frames the node counted before it make the upper bound (measured on Jazzy: 193
+        # received + 4 missing, 194 sent from the first status on).
+        counted = run["frames_received"] + run["frames_missing"]
+        before_first = run["counted_at_first_status"] - 1
+        assert run["after_discovery"] <= counted <= run["after_discovery"] + before_first, run
         # The same node, 10 Hz. Its last status above is final (the node was idle since), so
         # counters are taken from there; the pause between the runs is not this run's loss.
         sent, statuses, previous = graph.run(rate=10, seconds=10, qos="best_effort")
