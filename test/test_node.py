@@ -32,9 +32,8 @@ LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 @pytest.fixture
 def harness(ros_context, tiny_artifact):
-    h = NodeHarness(ros_context, tiny_artifact)
-    yield h
-    h.close()
+    with NodeHarness(ros_context, tiny_artifact) as h:
+        yield h
 
 
 def test_sequence_in_labels_status_diagnostics_out(harness, tiny_artifact):
@@ -129,8 +128,7 @@ def _two_streams(ros_context, tiny_artifact):
 
 
 def test_two_streams_keep_separate_state(ros_context, tiny_artifact):
-    h = _two_streams(ros_context, tiny_artifact)
-    try:
+    with _two_streams(ros_context, tiny_artifact) as h:
         assert set(h.node.workers) == {"/cam0/image", "/cam1/image"}
         status = {c: h.subscribe(SegmentationStatus, f"{c}/status") for c in ("cam0", "cam1")}
         labels = {c: h.subscribe(Image, f"{c}/labels") for c in ("cam0", "cam1")}
@@ -152,13 +150,10 @@ def test_two_streams_keep_separate_state(ros_context, tiny_artifact):
         assert status["cam0"][2].temporal_state_used
         assert not status["cam1"][2].temporal_state_used
         assert [m.header.frame_id for m in labels["cam1"]] == ["cam1"] * 3
-    finally:
-        h.close()
 
 
 def test_reset_service_one_all_unknown(ros_context, tiny_artifact):
-    h = _two_streams(ros_context, tiny_artifact)
-    try:
+    with _two_streams(ros_context, tiny_artifact) as h:
         status = {c: h.subscribe(SegmentationStatus, f"{c}/status") for c in ("cam0", "cam1")}
         h.wait_outputs_matched(["/cam0/status", "/cam1/status"])
         pubs = {c: h.publisher(f"{c}/image") for c in ("cam0", "cam1")}
@@ -186,8 +181,6 @@ def test_reset_service_one_all_unknown(ros_context, tiny_artifact):
         assert "unknown stream '/cam9/image'" in unknown.message
         assert "/cam0/image" in unknown.message
         assert step() == (SegmentationStatus.RESET_NONE, SegmentationStatus.RESET_NONE)
-    finally:
-        h.close()
 
 
 def _set(h, name, value):
@@ -250,16 +243,13 @@ class _NodeWithoutPostSetCallbacks(SegmentationNode):
 
 def test_parameters_are_validated_and_applied_without_post_set_callbacks(ros_context,
                                                                          tiny_artifact):
-    h = NodeHarness(ros_context, tiny_artifact, node_class=_NodeWithoutPostSetCallbacks)
-    try:
+    with NodeHarness(ros_context, tiny_artifact, node_class=_NodeWithoutPostSetCallbacks) as h:
         assert _set(h, "overlay_alpha", 0.25).successful
         assert h.node.config.overlay_alpha == 0.25
         result = _set(h, "overlay_alpha", 1.5)
         assert not result.successful and "overlay_alpha must be in [0, 1]" in result.reason
         assert h.node.config.overlay_alpha == 0.25
         assert h.node.get_parameter("overlay_alpha").value == 0.25
-    finally:
-        h.close()
 
 
 def _flatten(tree, prefix=""):
@@ -276,8 +266,7 @@ def test_params_file_and_declared_parameters_match_the_specs(tiny_artifact):
     rclpy.init(args=["--ros-args", "--params-file", str(params_file)], context=context,
                domain_id=th.DOMAIN_ID)
     try:
-        h = NodeHarness(context, tiny_artifact)
-        try:
+        with NodeHarness(context, tiny_artifact) as h:
             node = h.node
             names = node.list_parameters([], 0).names
             declared = {n for n in names
@@ -297,8 +286,6 @@ def test_params_file_and_declared_parameters_match_the_specs(tiny_artifact):
                     assert node.get_parameter(name).value == value, name
             assert any(n.startswith("qos_overrides./image.subscription.") for n in names), \
                 "the input's QoS must be overridable"
-        finally:
-            h.close()
     finally:
         rclpy.shutdown(context=context)
 

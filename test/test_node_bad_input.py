@@ -27,8 +27,7 @@ def _broken(msg, **fields):
 
 
 def test_bad_raw_frames_are_rejected_and_reported(ros_context, tiny_artifact):
-    h = NodeHarness(ros_context, tiny_artifact, input_timeout_s=1.0)
-    try:
+    with NodeHarness(ros_context, tiny_artifact, input_timeout_s=1.0) as h:
         status = h.subscribe(SegmentationStatus, "status")
         diagnostics = h.subscribe(DiagnosticArray, "/diagnostics")
         h.wait_outputs_matched(["/status"])
@@ -56,13 +55,10 @@ def test_bad_raw_frames_are_rejected_and_reported(ros_context, tiny_artifact):
                                            lambda v: float(v["seconds_since_input"]) > 1.0)
         assert diag.level == DiagnosticStatus.WARN and "no input for" in diag.message
         assert h.warnings("no input for")
-    finally:
-        h.close()
 
 
 def test_size_and_time_anomalies_reset_the_state(ros_context, tiny_artifact):
-    h = NodeHarness(ros_context, tiny_artifact)
-    try:
+    with NodeHarness(ros_context, tiny_artifact) as h:
         status = h.subscribe(SegmentationStatus, "status")
         diagnostics = h.subscribe(DiagnosticArray, "/diagnostics")
         h.wait_outputs_matched(["/status"])
@@ -85,13 +81,10 @@ def test_size_and_time_anomalies_reset_the_state(ros_context, tiny_artifact):
                                            lambda v: v["frames_processed"] == "5")
         assert values["resets"] == "4" and values["last_reset"].startswith("size_change")
         assert values["frames_rejected"] == "0"
-    finally:
-        h.close()
 
 
 def test_corrupt_compressed_frame_is_rejected(ros_context, tiny_artifact):
-    h = NodeHarness(ros_context, tiny_artifact, input_transport="compressed")
-    try:
+    with NodeHarness(ros_context, tiny_artifact, input_transport="compressed") as h:
         assert set(h.node.workers) == {"/image/compressed"}
         status = h.subscribe(SegmentationStatus, "status")
         h.wait_outputs_matched(["/status"])
@@ -110,13 +103,10 @@ def test_corrupt_compressed_frame_is_rejected(ros_context, tiny_artifact):
         assert h.spin_until(lambda: h.warnings("corrupt_compressed"))
         assert h.send(pub, jpeg(seq[1], 1.2), status, 2)
         assert status[1].frames_rejected == 1 and status[1].header.stamp.nanosec == 2 * 10 ** 8
-    finally:
-        h.close()
 
 
 def test_nonfinite_model_output_is_never_published(ros_context, nan_artifact):
-    h = NodeHarness(ros_context, nan_artifact)
-    try:
+    with NodeHarness(ros_context, nan_artifact) as h:
         status = h.subscribe(SegmentationStatus, "status")
         labels = h.subscribe(Image, "labels")
         diagnostics = h.subscribe(DiagnosticArray, "/diagnostics")
@@ -134,14 +124,11 @@ def test_nonfinite_model_output_is_never_published(ros_context, nan_artifact):
         assert not status and not labels
         # Still serving: the reset service answers.
         assert h.call(ResetStreams, "reset", ResetStreams.Request()).success
-    finally:
-        h.close()
 
 
 def test_incompatible_qos_is_reported(ros_context, tiny_artifact):
-    h = NodeHarness(ros_context, tiny_artifact,
-                    **{"qos_overrides./image.subscription.reliability": "reliable"})
-    try:
+    with NodeHarness(ros_context, tiny_artifact,
+                     **{"qos_overrides./image.subscription.reliability": "reliable"}) as h:
         diagnostics = h.subscribe(DiagnosticArray, "/diagnostics")
         best_effort = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
         h.probe.create_publisher(Image, "image", best_effort)
@@ -149,8 +136,6 @@ def test_incompatible_qos_is_reported(ros_context, tiny_artifact):
         assert "RELIABILITY" in h.warnings("incompatible")[0]
         h.stream_diagnostic(diagnostics, "/image",
                             lambda v: int(v["qos_incompatible_events"]) >= 1)
-    finally:
-        h.close()
 
 
 @pytest.mark.parametrize("params, words", [

@@ -94,7 +94,11 @@ def image_msg(rgb, stamp, frame_id="cam", encoding="rgb8"):
 
 
 class NodeHarness:
-    """One SegmentationNode plus a probe node, spun together by one executor."""
+    """One SegmentationNode plus a probe node, spun together by one executor.
+
+    Use it as a context manager (``with NodeHarness(ctx, artifact) as h:``): leaving the block,
+    by an assertion too, destroys both nodes and the executor.
+    """
 
     def __init__(self, context, artifact, name="ssp_node", node_class=SegmentationNode, **params):
         overrides = [Parameter(k, value=v) for k, v in {**FAST, **params}.items()]
@@ -106,6 +110,12 @@ class NodeHarness:
         self.executor.add_node(self.node)
         self.executor.add_node(self.probe)
         self.logs = self.subscribe(Log, "/rosout", QoSProfile(depth=200))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
 
     def close(self):
         """Destroy both nodes and the executor."""

@@ -52,8 +52,7 @@ def _reliability(h):
 
 
 def test_auto_reliability_follows_the_publishers(ros_context, tiny_artifact):
-    h = NodeHarness(ros_context, tiny_artifact)
-    try:
+    with NodeHarness(ros_context, tiny_artifact) as h:
         diagnostics = h.subscribe(DiagnosticArray, "/diagnostics")
         assert _reliability(h) == "best_effort"
         assert h.node.workers["/image"].subscription.qos_profile.depth == 1
@@ -71,33 +70,24 @@ def test_auto_reliability_follows_the_publishers(ros_context, tiny_artifact):
         h.probe.create_publisher(Image, "image", BEST_EFFORT)
         assert h.spin_until(lambda: _reliability(h) == "best_effort")
         assert h.spin_until(lambda: any("2 publisher(s)" in m.msg for m in h.logs))
-    finally:
-        h.close()
 
 
 def test_fixed_reliability_and_qos_overrides_win(ros_context, tiny_artifact):
-    h = NodeHarness(ros_context, tiny_artifact, input_reliability="best_effort")
-    try:
+    with NodeHarness(ros_context, tiny_artifact, input_reliability="best_effort") as h:
         h.probe.create_publisher(Image, "image", RELIABLE)
         h.spin_for(1.5)
         assert _reliability(h) == "best_effort"
-    finally:
-        h.close()
-    h = NodeHarness(ros_context, tiny_artifact, name="ssp_node_o",
-                    **{"qos_overrides./image.subscription.reliability": "reliable"})
-    try:
+    with NodeHarness(ros_context, tiny_artifact, name="ssp_node_o",
+                     **{"qos_overrides./image.subscription.reliability": "reliable"}) as h:
         assert _reliability(h) == "reliable"
         assert h.node.workers["/image"].input.describe() == "reliable (qos_overrides)"
         h.probe.create_publisher(Image, "image", BEST_EFFORT)
         h.spin_for(1.5)
         assert _reliability(h) == "reliable"     # pinned: the user asked for it
-    finally:
-        h.close()
 
 
 def test_frames_that_never_arrived_are_counted_apart_from_drops(ros_context, tiny_artifact):
-    h = NodeHarness(ros_context, tiny_artifact)
-    try:
+    with NodeHarness(ros_context, tiny_artifact) as h:
         status = h.subscribe(SegmentationStatus, "status")
         diagnostics = h.subscribe(DiagnosticArray, "/diagnostics")
         h.wait_outputs_matched(["/status"])
@@ -116,13 +106,10 @@ def test_frames_that_never_arrived_are_counted_apart_from_drops(ros_context, tin
         diag, values = h.stream_diagnostic(diagnostics, "/image",
                                            lambda v: v["frames_missing"] == "3")
         assert math.isclose(float(values["input_period_ms"]), 100.0, rel_tol=1e-3)
-    finally:
-        h.close()
 
 
 def test_no_input_warning_says_waiting_before_the_first_frame(ros_context, tiny_artifact):
-    h = NodeHarness(ros_context, tiny_artifact, input_timeout_s=0.3)
-    try:
+    with NodeHarness(ros_context, tiny_artifact, input_timeout_s=0.3) as h:
         diagnostics = h.subscribe(DiagnosticArray, "/diagnostics")
         assert h.spin_until(lambda: h.warnings("waiting for the first frame"))
         assert not h.warnings("no input for")
@@ -133,13 +120,10 @@ def test_no_input_warning_says_waiting_before_the_first_frame(ros_context, tiny_
         h.wait_outputs_matched(["/status"])
         assert h.send(h.publisher("image"), image_msg(frames(1)[0], 1.0), status, 1)
         assert h.spin_until(lambda: h.warnings("no input for"))
-    finally:
-        h.close()
 
 
 def test_sim_time_without_clock_gives_no_input_age(ros_context, tiny_artifact):
-    h = NodeHarness(ros_context, tiny_artifact, use_sim_time=True)
-    try:
+    with NodeHarness(ros_context, tiny_artifact, use_sim_time=True) as h:
         status = h.subscribe(SegmentationStatus, "status")
         diagnostics = h.subscribe(DiagnosticArray, "/diagnostics")
         h.wait_outputs_matched(["/status"])
@@ -147,13 +131,10 @@ def test_sim_time_without_clock_gives_no_input_age(ros_context, tiny_artifact):
         assert math.isnan(status[0].input_age_ms)      # not now (0) - stamp = -1.8e12 ms
         _, values = h.stream_diagnostic(diagnostics, "/image", lambda v: "input_age_note" in v)
         assert "no /clock" in values["input_age_note"]
-    finally:
-        h.close()
 
 
 def test_model_ms_holds_fusion_and_fuse_ms_is_not_measured(ros_context, tiny_artifact):
-    h = NodeHarness(ros_context, tiny_artifact)
-    try:
+    with NodeHarness(ros_context, tiny_artifact) as h:
         status = h.subscribe(SegmentationStatus, "status")
         h.wait_outputs_matched(["/status"])
         pub = h.publisher("image")
@@ -163,5 +144,3 @@ def test_model_ms_holds_fusion_and_fuse_ms_is_not_measured(ros_context, tiny_art
         fused = status[1]
         assert fused.temporal_state_used
         assert fused.model_ms > 0.0 and math.isnan(fused.fuse_ms)
-    finally:
-        h.close()
