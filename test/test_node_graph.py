@@ -48,7 +48,10 @@ def _node_command():
 
 
 class Graph:
-    """One ssp_node process on a private domain, and a probe that records its status."""
+    """One ssp_node process on a private domain, and a probe that records its status.
+
+    A context manager: leaving the ``with`` block stops the node and the probe.
+    """
 
     def __init__(self, profile):
         self.domain = random.randint(150, 230)
@@ -117,6 +120,12 @@ class Graph:
         out, _ = self.node.communicate(timeout=10)
         return f"ssp_node exited with {self.node.returncode}:\n{out[-3000:]}"
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
     def close(self):
         """Stop the node (SIGINT, as Ctrl-C) and the probe."""
         self.executor.shutdown()
@@ -169,17 +178,13 @@ def test_reliable_camera_process_at_10_hz_reaches_the_node():
     # With the profile, as scripts/env.sh and uav.launch.py give every process: reliable over
     # the default UDP transport also delivers on an idle machine (docs/NODE.md table), but its
     # repairs stall for ~1 s under heavy CPU load (76/100 measured at load average 12).
-    graph = Graph(profile=PROFILE)
-    try:
+    with Graph(profile=PROFILE) as graph:
         sent, statuses, _ = graph.run(rate=10, seconds=10, qos="reliable")
         _check_delivery(_account(sent, statuses), 0.95)
-    finally:
-        graph.close()
 
 
 def test_best_effort_camera_with_the_profile_at_10_and_20_hz():
-    graph = Graph(profile=PROFILE)
-    try:
+    with Graph(profile=PROFILE) as graph:
         sent, statuses, _ = graph.run(rate=20, seconds=10, qos="best_effort")
         run = _account(sent, statuses)
         # Twice the rate the node keeps up with on 2 cores: a processing stall beyond
@@ -197,5 +202,3 @@ def test_best_effort_camera_with_the_profile_at_10_and_20_hz():
         # counters are taken from there; the pause between the runs is not this run's loss.
         sent, statuses, previous = graph.run(rate=10, seconds=10, qos="best_effort")
         _check_delivery(_account(sent, statuses, baseline=previous), 0.95)
-    finally:
-        graph.close()
