@@ -20,5 +20,5 @@ demo: setup  ## synthetic UAV bag -> ssp_node -> report, plots, video in demo_ou
 test: setup  ## colcon test of all packages, pytest summary, colcon test-result
 	@bash scripts/test.sh
 
-demo-model: setup  ## retrain the bundled lite demo checkpoint on synthetic data (CPU, ~22 min)
+demo-model: setup  ## retrain the bundled lite demo checkpoint on synthetic data (CPU, ~26 min)
 	@bash scripts/demo_model.sh

@@ -10,8 +10,8 @@
 #   6. install             fp16 artifact + recipes -> ssp_perception/weights/ (criterion met)
 #
 # Every step is resumable: a finished stage is skipped, a killed one continues with --resume.
-# About 22 minutes on an otherwise idle 2-core CPU (one torch thread; 1,290 s measured from a
-# fresh clone on 2026-12-03). Environment:
+# About 26 minutes on an otherwise idle 2-core CPU (one torch thread; measured 2026-12-03: data
+# and stage 1 946 s from a fresh clone, stage 2 and the test 636 s). Environment:
 # SSP_DEMO_DATA (dataset folder), SSP_DEMO_TEST (test clips folder), SSP_DEMO_RUNS (runs folder),
 # SSP_DEMO_INSTALL (1 = install when the criterion holds, the default; 0 = never; force = always).
 set -euo pipefail
