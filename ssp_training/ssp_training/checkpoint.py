@@ -26,8 +26,8 @@ import shutil
 from typing import Any
 
 import numpy as np
-from safetensors.torch import load_file, save_file
-from ssp_perception.files import atomic_write_json
+from safetensors.torch import save_file
+from ssp_perception.files import atomic_write_json, load_tensor_file
 import torch
 
 LATEST = "latest.json"
@@ -158,10 +158,37 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return folder
 
 
+def unreadable(folder: Path, reason: str) -> CheckpointError:
+    """Return the error of a checkpoint that cannot be restored, with the way to start over."""
+    folder = Path(folder)
+    return CheckpointError(f"checkpoint {folder} cannot be restored: {reason}; restore the "
+                           f"folder from a backup, or remove {folder.parent} and run again "
+                           "with --resume to train from the first epoch")
+
+
+def load_model_state(folder: Path) -> dict[str, torch.Tensor]:
+    """Return the model tensors of checkpoint ``folder`` (CheckpointError if unreadable)."""
+    try:
+        return load_tensor_file(Path(folder) / MODEL_FILE, "checkpoint model")
+    except (OSError, ValueError) as err:
+        raise unreadable(folder, str(err)) from None
+
+
 def load_train_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Return (tensors, values) of the training state in checkpoint ``folder``."""
-    tensors = load_file(str(Path(folder) / STATE_TENSORS))
-    values = json.loads((Path(folder) / STATE_JSON).read_text(encoding="utf-8"))
+    """Return (tensors, values) of the training state in checkpoint ``folder``.
+
+    A truncated, corrupt or foreign file raises :class:`CheckpointError` naming it.
+    """
+    folder = Path(folder)
+    try:
+        tensors = load_tensor_file(folder / STATE_TENSORS, "checkpoint training state")
+        values = json.loads((folder / STATE_JSON).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise unreadable(folder, f"{folder / STATE_JSON} is not valid JSON ({err})") from None
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise unreadable(folder, str(err)) from None
+    if not isinstance(values, dict):
+        raise unreadable(folder, f"{folder / STATE_JSON} holds no JSON object")
     return tensors, values
 
 

@@ -40,9 +40,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from .checkpoint import (CheckpointError, latest_checkpoint, load_optimizer_state,
-                         load_train_state, MODEL_FILE, optimizer_state, prune_checkpoints,
-                         rng_state, save_checkpoint, set_rng_state)
+from .checkpoint import (CheckpointError, latest_checkpoint, load_model_state,
+                         load_optimizer_state, load_train_state, optimizer_state,
+                         prune_checkpoints, rng_state, save_checkpoint, set_rng_state,
+                         unreadable)
 from .distributed import (barrier, broadcast_buffers, DistInfo, gather_fingerprints,
                           init_distributed, mean_over_ranks, shutdown)
 from .kd import KDImageTask, KDSSPTask
@@ -203,15 +204,24 @@ class Trainer:
         if folder is None:
             return  # killed before the first checkpoint: start from scratch
         tensors, values = load_train_state(folder)
-        self.model.load_state_dict(load_file(str(folder / MODEL_FILE)), strict=True)
-        load_optimizer_state(self.optimizer, tensors, values["optimizer"])
-        self.scheduler.load_state_dict(values["scheduler"])
-        if values.get("scaler"):
-            self.scaler.load_state_dict(values["scaler"])
-        set_rng_state(tensors, values["rng"])
-        self.state = TrainState(epoch=values["epoch"], step=values["step"],
-                                history=values["history"],
-                                train_seconds=values.get("train_seconds", 0.0))
+        model_state = load_model_state(folder)
+        try:
+            self.model.load_state_dict(model_state, strict=True)
+        except RuntimeError as err:
+            raise unreadable(folder, "its model does not match this recipe's "
+                             f"({str(err).splitlines()[0][:300]})") from None
+        try:
+            load_optimizer_state(self.optimizer, tensors, values["optimizer"])
+            self.scheduler.load_state_dict(values["scheduler"])
+            if values.get("scaler"):
+                self.scaler.load_state_dict(values["scaler"])
+            set_rng_state(tensors, values["rng"])
+            self.state = TrainState(epoch=int(values["epoch"]), step=int(values["step"]),
+                                    history=list(values["history"]),
+                                    train_seconds=float(values.get("train_seconds", 0.0)))
+        except (KeyError, TypeError, ValueError, IndexError) as err:
+            raise unreadable(folder, f"its training state is incomplete or malformed "
+                             f"({type(err).__name__}: {err})") from None
         if self.state.step != self.state.epoch * self.steps_per_epoch:
             raise CheckpointError(
                 f"checkpoint {folder} is at step {self.state.step} after {self.state.epoch} "

@@ -117,6 +117,34 @@ def test_export_logits_input_size_must_be_multiples_of_32(synth, tmp_path, capsy
     assert sorted(p.name for p in tmp_path.iterdir()) == ["teacher.safetensors"]
 
 
+# ------------------------------------------------ a corrupt checkpoint: named, and kept
+@pytest.mark.parametrize("name,needle", [
+    ("model.safetensors", "model.safetensors: Error while deserializing header"),
+    ("train_state.safetensors", "train_state.safetensors: Error while deserializing header"),
+    ("train_state.json", "train_state.json is not valid JSON"),
+])
+def test_resume_from_a_truncated_checkpoint_names_the_file_and_keeps_the_run(
+        name, needle, synth, tmp_path, capsys):
+    run = tmp_path / "run"
+    keep = ["optim.epochs=1", "run.keep_resume_state=true"]
+    rc, err = _fit(capsys, synth, run, *keep)
+    assert rc == 0, err
+    path = latest_checkpoint(run) / name
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+    def files():    # the run folder's own mtime changes: the resume takes and drops its lock
+        return {k: v for k, v in snapshot(tmp_path).items() if (tmp_path / k).is_file()}
+
+    before = files()
+    rc, err = _run(capsys, "fit", "--recipe", IMAGE, "--resume", f"data.root={synth}",
+                   f"run.out_dir={run}", "val.every=0", "run.plot=false", *keep)
+    assert rc == 2
+    assert_one_error_line(err, "ssp_train", f"checkpoint {path.parent} cannot be restored",
+                          needle, f"remove {run / 'checkpoints'}")
+    assert files() == before     # every file of the run and its checkpoint is left as it was
+
+
 # ------------------------------------------------------------ item 2: one run per folder
 def test_second_run_on_the_same_folder_is_refused_and_a_dead_runs_lock_taken_over(
         synth, tmp_path, capsys):
