@@ -209,7 +209,7 @@ class Trainer:
             self.model.load_state_dict(model_state, strict=True)
         except RuntimeError as err:
             raise unreadable(folder, "its model does not match this recipe's "
-                             f"({str(err).splitlines()[0][:300]})") from None
+                             f"({' '.join(str(err).split())[:300]})") from None
         try:
             load_optimizer_state(self.optimizer, tensors, values["optimizer"])
             self.scheduler.load_state_dict(values["scheduler"])
