@@ -168,6 +168,28 @@ def test_realtime_compressed_mcap(artifact, tmp_path):
     assert msgs["/camera/image_raw"][0].encoding == "rgb8"
 
 
+def test_a_resolution_change_and_a_stamp_going_back_mid_bag(artifact, tmp_path):
+    # A camera reconfigured mid-flight (96x128 -> 64x96) and a stamp that goes backwards: the
+    # node resets for each and the report scores every frame, with no TC pair across sizes.
+    big = [f for f, _ in synthetic_frames(FRAME, 4, seed=1, speed=2.0)]
+    small = [f for f, _ in synthetic_frames((64, 96), 2, seed=1, speed=2.0)]
+    stamps = [1.0, 1.1, 0.95, 1.2, 1.3, 1.4]
+    bag = tmp_path / "reconfigured"
+    with Writer(bag, version=9, storage_plugin=StoragePlugin.SQLITE3) as writer:
+        conn = writer.add_connection("/camera/image_raw", IMAGE, typestore=TS)
+        for k, (rgb, stamp) in enumerate(zip(big + small, stamps)):
+            writer.write(conn, 1_000_000_000 + k * 100_000_000,
+                         _image(rgb, "rgb8", int(round(stamp * 1e9))))
+    result = replay(_cfg(bag, tmp_path / "out", artifact, video=True))
+    for mode in result.report["modes"].values():
+        assert mode["frames_in"] == mode["frames_out"] == 6 and mode["dropped"] == 0
+        assert mode["tc_pairs"] == 4     # (0,1) (1,2) (2,3) (4,5); none from 96x128 to 64x96
+        assert mode["reset_reasons"]["time_backwards"] == 1
+        assert mode["reset_reasons"]["size_change"] == 1
+    assert [lab.shape for lab in _labels(result.runs["ssp"])] == [FRAME] * 4 + [(64, 96)] * 2
+    assert (tmp_path / "out" / "side_by_side.mp4").stat().st_size > 0
+
+
 @pytest.mark.parametrize("case, match", [
     ("missing_topic", r"bag .*flight has no image topic /camera/nope; its topics: "
                       r"/camera/image_raw"),

@@ -129,6 +129,36 @@ def test_drops_skip_frames_and_pairs_span_the_gap():
     assert math.isnan(s["miou"]) and s["iou_per_class"] == {}
 
 
+def test_a_resolution_change_ends_the_pairs_and_the_video_keeps_its_size(tmp_path):
+    frames, labels = _clip(5)
+    # Frames 3 and 4 come at half the resolution (a camera reconfigured mid-flight).
+    half = [cv2.resize(f, (W // 2, H // 2), interpolation=cv2.INTER_AREA) for f in frames[3:]]
+    small = [cv2.resize(lab, (W // 2, H // 2), interpolation=cv2.INTER_NEAREST)
+             for lab in labels[3:]]
+    frames, labels = frames[:3] + half, labels[:3] + small
+    run = _run("ssp", labels)
+    ev = Evaluator([run], PALETTE)
+    video = SideBySideVideo(tmp_path / "v.mp4", 10.0, PALETTE, ["ssp"], ground_truth=True,
+                            height=64)
+    for i, rgb in enumerate(frames):
+        out = ev.update(i, rgb, labels[i])
+        assert out["ssp"].shape == rgb.shape[:2]
+        video.write(rgb, out, labels[i], ev.flicker())
+    video.close()
+    s = ev.summary(run)
+    # Pairs (0,1), (1,2), (3,4): no flow between a 64x96 and a 32x48 frame.
+    assert [i for i, _ in ev.series("ssp")["tc"]] == [1, 2, 4] and s["tc_pairs"] == 3
+    assert s["miou"] == pytest.approx(1.0) and s["labelled_frames"] == 5
+    cap = cv2.VideoCapture(str(tmp_path / "v.mp4"))
+    sizes = []
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        sizes.append(img.shape[:2])
+    assert len(sizes) == 5 and len(set(sizes)) == 1
+
+
 def test_resets_and_registration_failures_are_counted():
     _, labels = _clip(4)
     run = _run("ssp", labels)

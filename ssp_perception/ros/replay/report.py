@@ -242,7 +242,9 @@ class Evaluator:
             if gt is not None:
                 self._score_gt(state, labels, gt)
             state.flicker = None
-            if state.last_labels is not None:
+            # A change of the camera's resolution ends the chain of pairs (the node resets its
+            # state there too): frames of two sizes have no optical flow between them.
+            if state.last_labels is not None and state.last_labels.shape == labels.shape:
                 flow = self._flow(state.last_index, index)
                 tc, flips = self._consistency.pair(state.last_labels, labels, flow, self.palette)
                 state.tc_series.append((index, tc))
