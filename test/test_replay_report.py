@@ -46,6 +46,17 @@ def _status(i, **kw):
     return StatusSample(**base)
 
 
+def _video_frames(path):
+    """Return every frame of the video at ``path`` (BGR arrays), in order."""
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            return frames
+        frames.append(img)
+
+
 def _run(name, label_maps, drop=(), **status_kw):
     records = []
     for i, lab in enumerate(label_maps):
@@ -149,13 +160,7 @@ def test_a_resolution_change_ends_the_pairs_and_the_video_keeps_its_size(tmp_pat
     # Pairs (0,1), (1,2), (3,4): no flow between a 64x96 and a 32x48 frame.
     assert [i for i, _ in ev.series("ssp")["tc"]] == [1, 2, 4] and s["tc_pairs"] == 3
     assert s["miou"] == pytest.approx(1.0) and s["labelled_frames"] == 5
-    cap = cv2.VideoCapture(str(tmp_path / "v.mp4"))
-    sizes = []
-    while True:
-        ok, img = cap.read()
-        if not ok:
-            break
-        sizes.append(img.shape[:2])
+    sizes = [img.shape[:2] for img in _video_frames(tmp_path / "v.mp4")]
     assert len(sizes) == 5 and len(set(sizes)) == 1
 
 
@@ -239,13 +244,9 @@ def test_plots_and_side_by_side_video(tmp_path):
         gt = labels[i] if i != 2 else None  # a frame without labels shows an empty GT tile
         video.write(rgb, ev.update(i, rgb, gt), gt, ev.flicker())
     video.close()
-    cap = cv2.VideoCapture(str(tmp_path / "v.mp4"))
-    count, ok, frame = 0, True, None
-    while ok:
-        ok, img = cap.read()
-        if ok:
-            count, frame = count + 1, img
-    assert count == 4
+    written = _video_frames(tmp_path / "v.mp4")
+    assert len(written) == 4
+    frame = written[-1]
     # Top: input | ground truth | image model | SSP; bottom: legend | key | flicker | flicker.
     assert frame.shape[0] == 2 * 64 and frame.shape[1] == 4 * 96
     legend = cv2.cvtColor(frame[64:, :96], cv2.COLOR_BGR2RGB).reshape(-1, 3)
