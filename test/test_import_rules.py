@@ -54,6 +54,15 @@ def test_perception_never_imports_training():
     assert not offenders, f"ssp_perception must not import ssp_training: {offenders}"
 
 
+def test_progress_bars_are_drawn_by_one_module():
+    """Every bar goes through ssp_perception.progress, which makes it readable in a log file."""
+    home = PKG / "progress.py"
+    sources = [*_modules(), *(ROOT / "ssp_training" / "ssp_training").rglob("*.py")]
+    users = [str(p.relative_to(ROOT)) for p in sources
+             if p != home and any(m.split(".")[0] == "tqdm" for m in _imported_roots(p))]
+    assert not users, f"tqdm imported outside ssp_perception/progress.py: {users}"
+
+
 def test_core_never_imports_tools_or_ros():
     offenders = {}
     for path in _modules():

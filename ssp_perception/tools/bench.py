@@ -22,7 +22,6 @@ import cv2
 import numpy as np
 import psutil
 import torch
-from tqdm import tqdm
 
 from ..artifact import load_artifact
 from ..backends import create_backend
@@ -32,6 +31,7 @@ from ..config import preset
 from ..files import atomic_write_json
 from ..geometry import rescale_homography
 from ..models import create_model
+from ..progress import progress_bar
 from ..registration import create_registrator, RegistrationConfig
 from ..stream import Segmenter, StreamConfig
 from ..synthetic import synthetic_frames
@@ -125,7 +125,7 @@ def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
     spans: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {}
     mem_start = mem_half = 0.0
     total = cfg.warmup + cfg.frames
-    bar = tqdm(total=total, desc="ssp_bench", disable=not progress, unit="frame")
+    bar = progress_bar(total=total, desc="ssp_bench", disable=not progress, unit="frame")
     try:
         for k, (frame, _) in enumerate(synthetic_frames(frame_size, total, seed=cfg.seed)):
             if k == cfg.warmup:

@@ -43,9 +43,9 @@ from ssp_perception.backends.torch_backend import TorchBackend
 from ssp_perception.cli import ArgumentParser, run_main
 from ssp_perception.files import check_output_target, staged_dir
 from ssp_perception.geometry import rescale_homography
+from ssp_perception.progress import progress_bar
 from ssp_perception.registration import create_registrator, RegistrationConfig
 import torch
-from tqdm import tqdm
 
 from .data.files import read_image, read_npy, write_json
 
@@ -106,7 +106,7 @@ def export_artifact(artifact: str | os.PathLike, out_dir: str | os.PathLike,
     extra = artifact_metadata(meta, file_sha256(artifact))
     with staged_dir(out_dir, EXPORT_TOOL, force, legacy=is_legacy_export) as stage:
         files = {}
-        for graph in tqdm(GRAPHS, desc="export", unit="graph", file=sys.stderr):
+        for graph in progress_bar(GRAPHS, desc="export", unit="graph", file=sys.stderr):
             files[graph] = write_onnx(stage / f"{graph}.onnx",
                                       export_onnx(model, graph, config, extra))
         report: dict[str, Any] = {

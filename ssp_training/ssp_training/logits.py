@@ -29,8 +29,8 @@ from typing import Any
 from ssp_perception.artifact import load_artifact
 from ssp_perception.config import SIZE_MULTIPLE
 from ssp_perception.files import atomic_write_json
+from ssp_perception.progress import progress_bar
 import torch
-from tqdm import tqdm
 
 from .data.frames import (clip_frames, DatasetInfo, list_clips, load_frame, LOGIT_DTYPES,
                           logits_path, resize_logits, save_logits, to_tensor_image)
@@ -155,7 +155,7 @@ def export_logits(teacher: str | Path, data_root: str | Path, out: str | Path,
                       f"{free / 2**30:.1f} GiB free; pass --yes to try anyway or a smaller "
                       "--size")
     _write_manifest(out, manifest)
-    bar = tqdm(total=len(todo), desc="export-logits", unit="frame", disable=not progress)
+    bar = progress_bar(total=len(todo), desc="export-logits", unit="frame", disable=not progress)
     with torch.no_grad():
         for clip in clips:
             for frame in frames[clip]:

@@ -34,11 +34,11 @@ from ssp_perception.artifact import read_meta
 from ssp_perception.classes import ClassSet
 from ssp_perception.cli import run_main
 from ssp_perception.models import pretrained
+from ssp_perception.progress import progress_bar
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
-from tqdm import tqdm
 
 from .checkpoint import (CheckpointError, latest_checkpoint, load_model_state,
                          load_optimizer_state, load_train_state, optimizer_state,
@@ -295,8 +295,8 @@ class Trainer:
         accum = self.recipe.optim.grad_accum
         loader = self._loader(epoch)
         total = self.steps_per_epoch
-        bar = tqdm(total=total, desc=f"epoch {epoch + 1}/{self.recipe.optim.last_epoch}",
-                   disable=not self.info.is_main, dynamic_ncols=True, leave=False)
+        bar = progress_bar(total=total, desc=f"epoch {epoch + 1}/{self.recipe.optim.last_epoch}",
+                           disable=not self.info.is_main, dynamic_ncols=True, leave=False)
         sums: dict[str, float] = {}
         window: dict[str, float] = {}
         t0 = t_win = time.perf_counter()
@@ -317,7 +317,7 @@ class Trainer:
                 window[k] = window.get(k, 0.0) + v
             rate = seen / max(time.perf_counter() - t0, 1e-9)
             bar.set_postfix(loss=f"{step_losses['loss']:.4f}", lr=f"{lr:.2e}",
-                            img_s=f"{rate:.1f}")
+                            img_s=f"{rate:.1f}", refresh=False)   # drawn by update()
             bar.update()
             if self.state.step % self.recipe.run.log_every == 0:
                 means = mean_over_ranks(self.info, {k: v / n_win for k, v in window.items()})

@@ -23,11 +23,11 @@ import time
 from typing import Any, Iterator
 
 import numpy as np
+from ssp_perception.progress import progress_bar
 from ssp_perception.registration import create_registrator, RegistrationConfig
 from ssp_perception.streaming import all_finite, NonFiniteOutputError
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from .data.dataset import SequenceDataset, SequenceFrame, to_tensor_image
 from .eval.metrics import ConsistencyScore, pair_consistency, SegmentationScore
@@ -137,7 +137,7 @@ def validate(model: nn.Module, kind: ModelKind, recipe: Recipe, clips: tuple[str
         provider = create_flow_provider(val.flow, val.flow_weights or None, device=str(device))
     frames_seen = 0
     chosen = [c for c in seq if c.name in wanted]
-    for clip in tqdm(chosen, desc="validate", disable=not progress, leave=False):
+    for clip in progress_bar(chosen, desc="validate", disable=not progress, leave=False):
         n = min(len(clip), val.max_frames) if val.max_frames else len(clip)
         frames = (clip.frame(i) for i in range(n))
         if val.center_crop:

@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import rclpy
 from rclpy.signals import SignalHandlerOptions
-from tqdm import tqdm
 
 from .bag import BagIndex, BagRecorder, BagSource
 from .config import IMAGE_MODEL_OVERRIDES, node_parameters, ReplayConfig
@@ -23,6 +22,7 @@ from .report import (decode_labels, Evaluator, FrameRecord, jsonable, ModeRun, o
                      Palette, write_report)
 from ..conversions import IMAGE_TYPE
 from ...files import check_output_target, staged_dir
+from ...progress import progress_bar
 
 BAG_NAME = "bag"
 TOOL = "ssp_replay"
@@ -46,8 +46,8 @@ def _run_mode(name: str, cfg: ReplayConfig, source: BagSource, index: BagIndex,
         run.wait_for_connections()
         class_info = run.wait_class_info()
         records: list[FrameRecord] = []
-        bar = tqdm(total=index.frames, desc=f"{name} ({cfg.mode})", unit="frame",
-                   disable=not cfg.progress, dynamic_ncols=True, mininterval=0.5)
+        bar = progress_bar(total=index.frames, desc=f"{name} ({cfg.mode})", unit="frame",
+                           disable=not cfg.progress, dynamic_ncols=True, mininterval=0.5)
         start = time.monotonic()
         t0, log0 = start, index.log_times[0]
         for frame in source.frames(index):
@@ -58,8 +58,8 @@ def _run_mode(name: str, cfg: ReplayConfig, source: BagSource, index: BagIndex,
             record = run.publish(frame)
             records.append(record)
             if cfg.mode == "lockstep" and not run.wait(record, cfg.frame_timeout_s):
-                tqdm.write(f"[ssp_replay] {name}: no output for frame {frame.index} "
-                           f"(stamp {frame.stamp_ns} ns) within {cfg.frame_timeout_s:.0f} s")
+                bar.write(f"[ssp_replay] {name}: no output for frame {frame.index} "
+                          f"(stamp {frame.stamp_ns} ns) within {cfg.frame_timeout_s:.0f} s")
             if cfg.on_bad_frame == "fail":
                 _fail_on_rejection(name, frame.index, records, run)
             bar.update(1)
@@ -100,8 +100,9 @@ def _evaluate(cfg: ReplayConfig, source: BagSource, index: BagIndex, runs: dict[
     video = (SideBySideVideo(out_dir / VIDEO_FILE, index.rate_hz, palette, names,
                              ground_truth=bool(index.labels)) if cfg.video else None)
     try:
-        frames = tqdm(source.frames(index), total=index.frames, desc="evaluate", unit="frame",
-                      disable=not cfg.progress, dynamic_ncols=True, mininterval=0.5)
+        frames = progress_bar(source.frames(index), total=index.frames, desc="evaluate",
+                              unit="frame", disable=not cfg.progress, dynamic_ncols=True,
+                              mininterval=0.5)
         rejected = {k for run in runs.values() for k, r in enumerate(run.records)
                     if r.rejected}
         for frame in frames:

@@ -34,7 +34,7 @@ from typing import Callable, Iterator
 
 import cv2
 import numpy as np
-from tqdm import tqdm
+from ssp_perception.progress import progress_bar
 
 from . import files
 from .archive import ArchiveError, open_source, Source
@@ -319,7 +319,7 @@ class _Preparer:
             # Bicubic, as Ref resizes its frames (spec §6.1).
             return cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC)
 
-        bar = tqdm(desc=plan.name, unit="frame", disable=not self.progress)
+        bar = progress_bar(desc=plan.name, unit="frame", disable=not self.progress)
         with ThreadPoolExecutor(max_workers=2) as pool:
             writer: _ClipWriter | None = None
             for position, frame in enumerate(_kept(counted(), rules)):

@@ -29,7 +29,7 @@ import numpy as np
 from ssp_perception.classes import IGNORE_INDEX, UAVID
 from ssp_perception.cli import raise_if_interrupted
 from ssp_perception.files import staged_dir
-from tqdm import tqdm
+from ssp_perception.progress import progress_bar
 
 from . import files
 from .camera import FlightParams, fly, footprint, ground_to_image, intrinsics, translate
@@ -361,8 +361,8 @@ def generate_dataset(out_dir: str | Path, cfg: SynthConfig, progress: bool = Tru
     """
     out = Path(out_dir)
     train, val = cfg.split()
-    bar = tqdm(total=cfg.sequences * cfg.frames, unit="frame", disable=not progress,
-               desc="synth")
+    bar = progress_bar(total=cfg.sequences * cfg.frames, unit="frame", disable=not progress,
+                       desc="synth")
     pending: deque[Future] = deque()
     # The parallelism is per frame (render here, encode and write in the pool), so OpenCV's
     # own worker threads only add synchronisation: on this 2-core machine under load,

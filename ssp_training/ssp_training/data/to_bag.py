@@ -27,8 +27,8 @@ import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import get_typestore, Stores
 from ssp_perception.files import check_output_target, staged_dir
+from ssp_perception.progress import progress_bar
 from ssp_perception.ros_names import check_topic_name
-from tqdm import tqdm
 import yaml
 
 from .frames import (clip_frames, DatasetInfo, list_clips, load_frame, load_mask, sibling,
@@ -192,7 +192,8 @@ def write_bag(root: str | Path, clip_or_split: str, out_path: str | Path,
             kinds = ("image", "info", "labels") + (("compressed",) if compressed else ())
             conn = {key: writer.add_connection(names[key], _TYPES[key], typestore=msgs.store)
                     for key in kinds}
-            bar = tqdm(total=len(frames), unit="frame", desc="to-bag", disable=not progress)
+            bar = progress_bar(total=len(frames), unit="frame", desc="to-bag",
+                               disable=not progress)
             clip_start = start_ns
             for clip in clips:
                 t = clip_start

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 from ssp_perception.classes import ClassSet
+from ssp_perception.progress import progress_bar
 from ssp_perception.streaming import all_finite, NonFiniteOutputError
 import torch
-from tqdm import tqdm
 
 from .efficiency import count_flops, count_parameters, LatencyMeter
 from .metrics import ConsistencyScore, OUT_OF_VIEW, pair_consistency, SegmentationScore
@@ -205,7 +205,7 @@ def _run_clip(clip: str, frames: Iterable[SequenceFrame], entries: list[Entry],
                                                        if render else []):
         predictor.reset()
     prev_rgb: np.ndarray | None = None
-    for cf in tqdm(frames, desc=clip, unit="frame", disable=not progress, leave=False):
+    for cf in progress_bar(frames, desc=clip, unit="frame", disable=not progress, leave=False):
         frame = to_frame(cf)
         pair_flow = None if prev_rgb is None else _pair_flow(flow, prev_rgb, cf, clip)
         for entry, tr in zip(entries, trackers):
