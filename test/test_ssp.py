@@ -131,6 +131,38 @@ class TestFusionModes:
             torch.testing.assert_close(out, s * warped + (1 - s) * y)
             assert s.min() > 0 and s.max() < 1
 
+    def test_forward_unrolled_is_the_inference_recurrence(self, tiny_image, tiny_model,
+                                                          translation, fusion):
+        """Unrolled training (data.unroll) runs exactly the node's steps, frame by frame."""
+        model = tiny_model(**fusion)
+        frames = torch.stack([tiny_image(2, seed=k) for k in range(4)], dim=1)  # (2, 4, ...)
+        homs = torch.stack([translation(2.0 * k, -1.0, batch=2) for k in range(1, 4)], dim=1)
+        with torch.no_grad():
+            state, feat = model.image_step(frames[:, 0])
+            outputs = []
+            for k in range(1, 4):
+                state, feat, _ = model.step(frames[:, k], state, feat, homs[:, k - 1],
+                                            torch.ones(2))
+                outputs.append(model.output_logits(state, (64, 96)))
+            unrolled = model.forward_unrolled(frames, homs)
+            torch.testing.assert_close(unrolled["out"], outputs[-1])
+            torch.testing.assert_close(unrolled["prev_logits"], outputs[-2])
+            pair = model.forward_pair(frames[:, 2], frames[:, 3], homs[:, 2])
+            torch.testing.assert_close(model.forward_unrolled(frames[:, 2:], homs[:, 2:])["out"],
+                                       pair["out"])
+        with pytest.raises(ValueError, match="T - 1 homographies"):
+            model.forward_unrolled(frames, homs[:, 1:])
+
+    def test_forward_unrolled_trains_the_last_pair_only(self, tiny_image, tiny_model,
+                                                        translation, fusion):
+        model = tiny_model(**fusion).train()
+        frames = torch.stack([tiny_image(2, seed=k) for k in range(4)], dim=1).requires_grad_()
+        homs = torch.stack([translation(1.0, 1.0, batch=2) for _ in range(3)], dim=1)
+        model.forward_unrolled(frames, homs)["out"].square().mean().backward()
+        grads = frames.grad.abs().flatten(2).sum(-1)[0]   # per frame of the first sample
+        assert grads[0] == 0 and grads[1] == 0 and grads[2] > 0 and grads[3] > 0
+        assert all(p.grad is not None for p in model.similarity.parameters())
+
     def test_similarity_sees_features_warped_with_the_conjugated_homography(self, tiny_image,
                                                                             tiny_model,
                                                                             translation, fusion):

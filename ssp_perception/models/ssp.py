@@ -139,6 +139,41 @@ class SSPModel(nn.Module):
                 "prev_logits": self.output_logits(prev_logits, size),
                 "logits": self.output_logits(logits, size), "sim": s}
 
+    def forward_unrolled(self, images: torch.Tensor, homographies: torch.Tensor
+                         ) -> dict[str, torch.Tensor]:
+        """Run the recurrence of spec §2.7 over a short clip; return its last step's outputs.
+
+        images: normalised (B, T, 3, H, W), oldest first, T >= 2; homographies: (B, T - 1, 3, 3),
+        element t maps frame t to frame t + 1. The state entering the last step is the fused
+        output of frame T - 2, as at inference, not the raw image-model output that
+        :meth:`forward_pair` gives the current frame (T = 2 is exactly :meth:`forward_pair`).
+        Frames before the last pair only build the state and run without gradient (truncated
+        back-propagation through time); the last pair runs with it as in :meth:`forward_pair`.
+        Returns ``out``, ``prev_logits`` (the fused output of frame T - 2), ``logits`` (raw
+        current) and ``sim``, as :meth:`forward_pair`.
+        """
+        t = images.shape[1]
+        if t < 2 or homographies.shape[1] != t - 1:
+            raise ValueError(f"forward_unrolled needs T >= 2 frames and T - 1 homographies, got "
+                             f"{tuple(images.shape)} and {tuple(homographies.shape)}")
+        if t == 2:
+            return self.forward_pair(images[:, 0], images[:, 1], homographies[:, 0])
+        with torch.no_grad():
+            state, state_feat = self.image_step(images[:, 0])
+            for k in range(1, t - 2):
+                logits, feat = self.image_step(images[:, k])
+                state, _ = self.fuse(logits, feat, state, state_feat, homographies[:, k - 1])
+                state_feat = feat
+        prev_raw, prev_feat = self.image_step(images[:, t - 2])
+        prev_out, _ = self.fuse(prev_raw, prev_feat, state, state_feat, homographies[:, t - 3])
+        logits, feat = self.image_step(images[:, t - 1])
+        out, s = self.fuse(logits, feat, prev_out, prev_feat, homographies[:, t - 2])
+        size = images.shape[-2:]
+        return {"out": self.output_logits(out, size),
+                "prev_logits": self.output_logits(prev_out, size),
+                "logits": self.output_logits(logits, size),
+                "sim": upsample_similarity(s, size)}
+
     def step(self, image: torch.Tensor, prev_logits: torch.Tensor, prev_feat: torch.Tensor,
              homography: torch.Tensor, use_prev: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

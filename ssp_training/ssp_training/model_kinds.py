@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from . import baselines
+from .data.dataset import unrolled_frames
 
 Frames = Iterable[tuple[torch.Tensor, "torch.Tensor | None"]]
 
@@ -101,6 +102,8 @@ def _image_predict(model: SSPModel, frames: Frames) -> Iterator[torch.Tensor]:
 
 
 def _ssp_forward(model: SSPModel, batch: dict) -> dict:
+    if "chain_homographies" in batch:   # an unrolled sample (data.unroll > 1)
+        return model.forward_unrolled(unrolled_frames(batch), batch["chain_homographies"])
     return model.forward_pair(batch["prev_image"], batch["image"], batch["homography"])
 
 

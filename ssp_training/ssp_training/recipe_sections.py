@@ -21,6 +21,8 @@ from .losses import KL_REDUCTIONS, WEIGHT_NORMS
 LOSS_KINDS = ("ce", "ssp", "kd_image", "kd_ssp")
 HOMOGRAPHY_SOURCES = ("dataset", "registrator", "identity")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
+# Most previous frames of an unrolled SSP sample (data.unroll; T + 1 frames are loaded).
+MAX_UNROLL = 8
 
 
 class RecipeError(ValueError):
@@ -110,6 +112,9 @@ class DataRecipe:
     """Teacher logits stored below the working size grow "bilinear" or "bicubic" (Ref, §4.5)."""
     kd_frame_step: int = 2
     """KD pairs use frames j = 1, 1+k, 1+2k, ... with j-1 (SSP_SPEC §6.4, k = 2)."""
+    unroll: int = 1
+    """SSP samples: 1 = frame pairs (SSP_SPEC §5.3); T > 1 = T previous frames run through the
+    recurrence, the last pair trained from the fused state (a departure: docs/TRAINING.md)."""
 
     def __post_init__(self) -> None:
         for name in ("size", "crop"):
@@ -139,6 +144,9 @@ class DataRecipe:
                           f"of {LOGIT_UPSAMPLING}")
         if self.kd_frame_step < 1:
             _fail("data", f"kd_frame_step must be >= 1, got {self.kd_frame_step}")
+        if not 1 <= self.unroll <= MAX_UNROLL:
+            _fail("data", f"unroll must be in 1..{MAX_UNROLL} (1 = frame pairs), got "
+                          f"{self.unroll}")
 
     @property
     def train_size(self) -> tuple[int, int]:

@@ -88,6 +88,9 @@ class Recipe:
         if self.model.kind == "ssp" and self.loss.kind in ("ce", "kd_image"):
             _fail("loss", f"model.kind ssp is trained with loss.kind ssp or kd_ssp, not "
                           f"{self.loss.kind!r} (λ=0 gives CE only: loss.tc_weight: 0)")
+        if self.data.unroll > 1 and (self.model.kind, self.loss.kind) != ("ssp", "ssp"):
+            _fail("data", f"unroll {self.data.unroll} trains model.kind ssp with loss.kind ssp "
+                          f"only, not {self.model.kind} with {self.loss.kind}; use unroll 1")
         if self.loss.uses_teacher and not self.data.teacher_logits:
             _fail("data", f"loss {self.loss.kind!r} needs data.teacher_logits (the folder "
                           "written by 'ssp_train export-logits')")

@@ -263,7 +263,10 @@ class Trainer:
 
     def _micro_step(self, batch: dict, sync: bool) -> dict[str, torch.Tensor]:
         batch = _to_device(batch, self.info.device)
-        if self.homography is not None:
+        if self.homography is not None and self.recipe.data.unroll > 1:
+            batch["chain_homographies"] = self.homography.chain(batch)
+            batch["homography"] = batch["chain_homographies"][:, -1]
+        elif self.homography is not None:
             batch["homography"] = self.homography(batch)
         no_sync = (self.step_module.no_sync() if self.info.distributed and not sync
                    else nullcontext())

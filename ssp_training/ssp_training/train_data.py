@@ -12,7 +12,8 @@ from ssp_perception.registration import create_registrator, RegistrationConfig
 import torch
 from torch.utils.data import Dataset
 
-from .data.dataset import denormalize, ImageDataset, TeacherLogitsDataset, VideoPairDataset
+from .data.dataset import (denormalize, ImageDataset, TeacherLogitsDataset, unrolled_frames,
+                           VideoPairDataset)
 from .model_kinds import ModelKind
 from .recipes import DataRecipe, Recipe, RecipeError
 
@@ -33,9 +34,11 @@ def build_train_dataset(recipe: Recipe, kind: ModelKind) -> Dataset:
                                     skip=d.kd_frame_step, with_homography=gt_h,
                                     with_flow=gt_flow, upsample=d.teacher_logits_upsample)
     if kind.video:
+        unrolled = d.unroll > 1   # recipes allow it for model.kind ssp only
+        offsets = tuple(range(-1, -d.unroll - 1, -1)) if unrolled else kind.offsets
         return VideoPairDataset(d.root, "train", size, crop=crop, square_crop=d.square_crop,
-                                augment=d.augment, offsets=kind.offsets,
-                                with_homography=gt_h, with_flow=gt_flow)
+                                augment=d.augment, offsets=offsets, with_homography=gt_h,
+                                with_flow=gt_flow, chain=unrolled)
     if crop is not None:
         raise RecipeError("recipe data: image models train on whole frames or square crops "
                           "(data.square_crop: true), not data.crop; remove data.crop")
@@ -43,7 +46,7 @@ def build_train_dataset(recipe: Recipe, kind: ModelKind) -> Dataset:
 
 
 class BatchHomography:
-    """Give a batch its (B, 3, 3) previous -> current homographies per ``data.homography``."""
+    """Give a batch its previous -> current homographies per ``data.homography``."""
 
     def __init__(self, data: DataRecipe) -> None:
         """Prepare the source; a registrator is built once for "registrator"."""
@@ -53,16 +56,33 @@ class BatchHomography:
             self.registrator = create_registrator(RegistrationConfig(**data.registration))
 
     def __call__(self, batch: dict) -> torch.Tensor:
-        """Return the batch's homographies on the batch's device (float32)."""
-        image = batch["image"]
-        b = image.shape[0]
+        """Return the batch's (B, 3, 3) ``prev_image`` -> ``image`` homographies (float32)."""
         if self.source == "dataset":
-            if "homography" not in batch:
-                raise KeyError("data.homography 'dataset' but the batch has no homography")
-            return batch["homography"].float()
+            return self._stored(batch, "homography")
+        return self._pairs(batch["prev_image"], batch["image"])
+
+    def chain(self, batch: dict) -> torch.Tensor:
+        """Return an unrolled batch's (B, T, 3, 3) homographies, frame to frame, oldest first.
+
+        The frames are ``prev_images`` (T previous frames, newest first) and ``image``.
+        """
+        if self.source == "dataset":
+            return self._stored(batch, "chain_homographies")
+        frames = unrolled_frames(batch)
+        return torch.stack([self._pairs(frames[:, t], frames[:, t + 1])
+                            for t in range(frames.shape[1] - 1)], dim=1)
+
+    @staticmethod
+    def _stored(batch: dict, key: str) -> torch.Tensor:
+        if key not in batch:
+            raise KeyError(f"data.homography 'dataset' but the batch has no {key}")
+        return batch[key].float()
+
+    def _pairs(self, prev: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """Return the (B, 3, 3) homographies ``prev`` -> ``image`` of a batch of frames."""
         if self.source == "identity":
-            return torch.eye(3, device=image.device).expand(b, 3, 3).contiguous()
-        prev, cur = denormalize(batch["prev_image"]), denormalize(image)
+            return torch.eye(3, device=image.device).expand(image.shape[0], 3, 3).contiguous()
         # Registration failures return the identity (Ref's behaviour, SSP_SPEC §3.1 step 5).
-        hs = [self.registrator.register(p, c).homography for p, c in zip(prev, cur)]
+        hs = [self.registrator.register(p, c).homography
+              for p, c in zip(denormalize(prev), denormalize(image))]
         return torch.from_numpy(np.stack(hs).astype(np.float32)).to(image.device)

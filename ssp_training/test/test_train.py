@@ -1,6 +1,7 @@
 """End-to-end tests of ssp_train on tiny synthetic data: image model, then SSP from it."""
 
 import importlib.util
+import math
 
 import pytest
 from safetensors.torch import load_file
@@ -164,6 +165,63 @@ def test_batch_homographies_from_dataset_identity_and_registrator(synth):
                             "data.registration={method: orb, min_inliers: 4}"])
     h = BatchHomography(reg.data)(batch)
     assert h.shape == (2, 3, 3) and h.dtype == torch.float32 and torch.isfinite(h).all()
+
+
+def test_unrolled_samples_chain_the_homographies_of_consecutive_frames(synth):
+    from ssp_training.data.dataset import VideoPairDataset
+    from ssp_training.train_data import BatchHomography
+    from torch.utils.data import default_collate
+    unrolled = VideoPairDataset(synth, "train", (64, 96), offsets=(-1, -2, -3),
+                                with_homography=True, chain=True)
+    far = VideoPairDataset(synth, "train", (64, 96), offsets=(-3,), with_homography=True)
+    sample = unrolled[1]
+    assert unrolled.items[1] == far.items[1] and sample["prev_images"].shape == (3, 3, 64, 96)
+    chain = sample["chain_homographies"].double()
+    assert chain.shape == (3, 3, 3)
+    torch.testing.assert_close(chain[-1], sample["homography"].double())
+    composed = chain[2] @ chain[1] @ chain[0]   # frame j-3 -> j
+    torch.testing.assert_close(composed / composed[2, 2], far[1]["homography"].double(),
+                               rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="-1, -2, ..., -T"):
+        VideoPairDataset(synth, "train", (64, 96), offsets=(-1, -3), chain=True)
+    batch = default_collate([unrolled[0], unrolled[1]])
+    overrides = [f"data.root={synth}", "data.unroll=3"]
+    stored = BatchHomography(load_recipe(SSP, overrides).data)
+    assert torch.equal(stored.chain(batch), batch["chain_homographies"])
+    ident = BatchHomography(load_recipe(SSP, [*overrides, "data.homography=identity"]).data)
+    assert torch.equal(ident.chain(batch), torch.eye(3).expand(2, 3, 3, 3))
+    reg = BatchHomography(load_recipe(SSP, [*overrides, "data.homography=registrator",
+                                            "data.registration={method: orb, min_inliers: 4}"]
+                                      ).data)
+    h = reg.chain(batch)
+    assert h.shape == (2, 3, 3, 3) and torch.isfinite(h).all()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["data.unroll=0"], "unroll must be in 1..8"),
+    (["data.unroll=9"], "unroll must be in 1..8"),
+    (["data.unroll=2", "loss.kind=kd_ssp", "data.teacher_logits=t"],
+     "unroll 2 trains model.kind ssp with loss.kind ssp only"),
+])
+def test_unroll_values_and_kinds_are_checked(synth, overrides, message):
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(SSP, [f"data.root={synth}", *overrides])
+    with pytest.raises(RecipeError, match="model.kind ssp with loss.kind ssp only"):
+        load_recipe(IMAGE, [f"data.root={synth}", "data.unroll=2"])
+
+
+def test_ssp_trains_on_unrolled_samples(synth, image_run, tmp_path):
+    image_out, _ = image_run
+    out = tmp_path / "unrolled"
+    # 2 train clips x (6 - 3) frames with 3 previous frames, batch 4: 1 step per epoch.
+    summary = fit(SSP, [f"data.root={synth}", f"run.out_dir={out}", "run.threads=0",
+                        f"model.init={image_out / 'model.safetensors'}", "optim.epochs=1",
+                        "data.unroll=3"], resume=False)
+    assert summary["epochs"] == 1 and summary["steps"] == 1
+    header, row = (out / "train.csv").read_text().splitlines()[:2]
+    losses = dict(zip(header.split(","), row.split(",")))
+    assert float(losses["tc"]) > 0 and math.isfinite(float(losses["loss"]))
+    assert load_recipe(out / "recipe.yaml").data.unroll == 3
 
 
 def test_mixed_precision_is_off_on_cpu_unless_asked():

@@ -109,6 +109,11 @@ class ImageDataset(Dataset):
         return self._rng
 
 
+def unrolled_frames(batch: dict) -> torch.Tensor:
+    """Return an unrolled batch's frames (B, T + 1, 3, H, W), oldest first, ``image`` last."""
+    return torch.cat([batch["prev_images"].flip(1), batch["image"][:, None]], dim=1)
+
+
 class VideoPairDataset(Dataset):
     """A frame and its previous frame(s), augmented together (spec §5.4 video, §6.4).
 
@@ -118,14 +123,18 @@ class VideoPairDataset(Dataset):
     ``offsets[0]`` frame to the current one (composed from the stored per-frame homographies);
     ``flow``/``occlusion`` need ``offsets[0] == -1``. With ``labelled_only=False`` every frame
     with enough history is a sample; unlabelled ones get an all-ignore label and
-    ``has_label`` False.
+    ``has_label`` False. With ``chain=True`` (unrolled SSP training, ``data.unroll``) the
+    offsets must be -1, -2, ..., -T and ``with_homography`` adds ``chain_homographies``
+    (T, 3, 3): element t maps frame j - T + t to the next one, oldest first (the last is
+    ``homography``).
     """
 
     def __init__(self, root: str | Path, split: str, size: tuple[int, int],
                  crop: tuple[int, int] | None = None, square_crop: bool = False,
                  augment: bool = False, offsets: Sequence[int] = (-1,),
                  with_homography: bool = False, with_flow: bool = False,
-                 labelled_only: bool = True, seed: int | None = None) -> None:
+                 labelled_only: bool = True, seed: int | None = None,
+                 chain: bool = False) -> None:
         """Index the samples of ``split``; frames are resized to ``size`` (H, W) on load."""
         self.data = _Clips(root, split)
         self.size = _check_size(size)
@@ -137,6 +146,9 @@ class VideoPairDataset(Dataset):
             raise ValueError(f"offsets must be negative frame offsets, got {offsets!r}")
         if with_flow and self.offsets[0] != -1:
             raise ValueError("with_flow needs offsets[0] == -1 (flow is stored per frame pair)")
+        if chain and self.offsets != tuple(range(-1, -len(self.offsets) - 1, -1)):
+            raise ValueError(f"chain needs the offsets -1, -2, ..., -T, got {offsets!r}")
+        self.chain = chain
         self.square_crop, self.augment, self.seed = square_crop, augment, seed
         self.with_homography, self.with_flow = with_homography, with_flow
         self.items = self._index(labelled_only)
@@ -184,6 +196,11 @@ class VideoPairDataset(Dataset):
             for k in range(prev[0] + 1, j + 1):   # compose prev[0] -> ... -> j
                 h = load_homography(frames[k], self.size, self.data.info.size) @ h
             out["homography"] = torch.from_numpy(geo.homography(h).astype(np.float32))
+            if self.chain:   # frame k - 1 -> k for k = j - T + 1 .. j
+                steps = [geo.homography(load_homography(frames[k], self.size,
+                                                        self.data.info.size))
+                         for k in range(prev[-1] + 1, j + 1)]
+                out["chain_homographies"] = torch.from_numpy(np.stack(steps).astype(np.float32))
         if self.with_flow:
             bwd, occ = load_flow(frames[j], self.size)
             flow = geo.flow(bwd)
