@@ -76,7 +76,10 @@ def progress_bar(iterable: Any = None, **kwargs: Any) -> tqdm:
     stream = kwargs.get("file") or sys.stderr
     if not kwargs.get("disable") and not _is_terminal(stream):
         kwargs["file"] = _Lines(stream)
-        # maxinterval too: tqdm's monitor thread redraws a bar idle for that long.
-        kwargs["mininterval"] = kwargs["maxinterval"] = _log_interval()
+        kwargs["mininterval"] = _log_interval()
+        # Fixed miniters: every update compares the clock, and tqdm's monitor thread (which
+        # redraws bars whose dynamic miniters grew) leaves the bar alone, so no second line
+        # a moment after the first.
+        kwargs["miniters"] = 1
         kwargs.pop("dynamic_ncols", None)   # no terminal to measure
     return tqdm(iterable, **kwargs)

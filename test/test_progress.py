@@ -31,7 +31,7 @@ def test_a_log_gets_a_line_at_the_start_and_one_at_the_end(monkeypatch):
     monkeypatch.delenv("TQDM_MININTERVAL", raising=False)
     log = io.StringIO()
     bar = progress_bar(total=1000, desc="epoch 1/2", file=log, mininterval=0.1)
-    assert bar.mininterval == bar.maxinterval == LOG_INTERVAL_S
+    assert bar.mininterval == LOG_INTERVAL_S and bar.miniters == 1 and not bar.dynamic_miniters
     for k in range(1000):
         bar.update(1)
         if k == 500:

@@ -16,7 +16,8 @@ The contract a kind fulfils (what the trainer and the validator call):
   sample dict (``image``, ``prev_image``, ``homography``, ``flow``, ... as the dataset gives
   them). It returns at least ``"out"`` (B, C, H, W) full-resolution logits of the current frame;
   video kinds trained with the TC loss or KD-SSP also return ``"prev_logits"`` (B, C, H, W), the
-  raw image-model logits of the previous frame.
+  raw image-model logits of the previous frame (for unrolled SSP samples, ``data.unroll`` > 1,
+  its fused output).
 - ``predict_clip(model, frames) -> iterator``: inference over one clip in order, batch 1.
   ``frames`` yields ``(image (1, 3, H, W) normalised, homography (1, 3, 3) previous -> current
   or None for the first frame and where registration failed)``; it yields the (1, C, H, W)

@@ -113,8 +113,8 @@ class DataRecipe:
     kd_frame_step: int = 2
     """KD pairs use frames j = 1, 1+k, 1+2k, ... with j-1 (SSP_SPEC §6.4, k = 2)."""
     unroll: int = 1
-    """SSP samples: 1 = frame pairs (SSP_SPEC §5.3); T > 1 = T previous frames run through the
-    recurrence, the last pair trained from the fused state (a departure: docs/TRAINING.md)."""
+    """SSP samples: 1 = frame pairs (SSP_SPEC §2.3, §6.4); T > 1 = T previous frames run
+    through the recurrence, the last pair trained from the fused state (docs/TRAINING.md)."""
 
     def __post_init__(self) -> None:
         for name in ("size", "crop"):

@@ -358,6 +358,10 @@ class Trainer:
                 raise RuntimeError(f"DDP replicas diverged after epoch {self.state.epoch} "
                                    f"(see {path})")
 
+    def _unroll_note(self) -> str:
+        unroll = self.recipe.data.unroll
+        return f" (unrolled over {unroll} previous frames)" if unroll > 1 else ""
+
     def run(self) -> dict[str, Any]:
         """Train the remaining epochs; write checkpoints, logs, the final artifact, plots."""
         last = self.recipe.optim.last_epoch
@@ -365,7 +369,8 @@ class Trainer:
         if self.info.is_main:
             print(f"[ssp_train] {self.recipe.name}: {self.kind.name} model, "
                   f"{sum(p.numel() for p in self.trainable.parameters()) / 1e6:.2f} M params, "
-                  f"{len(self.dataset)} samples, {self.steps_per_epoch} steps/epoch, "
+                  f"{len(self.dataset)} samples{self._unroll_note()}, "
+                  f"{self.steps_per_epoch} steps/epoch, "
                   f"epochs {self.state.epoch + 1}..{last}, {self.init_note}, "
                   f"device {self.info.device} x{self.info.world_size}", flush=True)
         for epoch in range(self.state.epoch, last):

@@ -210,7 +210,7 @@ def test_unroll_values_and_kinds_are_checked(synth, overrides, message):
         load_recipe(IMAGE, [f"data.root={synth}", "data.unroll=2"])
 
 
-def test_ssp_trains_on_unrolled_samples(synth, image_run, tmp_path):
+def test_ssp_trains_on_unrolled_samples(synth, image_run, tmp_path, capsys):
     image_out, _ = image_run
     out = tmp_path / "unrolled"
     # 2 train clips x (6 - 3) frames with 3 previous frames, batch 4: 1 step per epoch.
@@ -218,6 +218,7 @@ def test_ssp_trains_on_unrolled_samples(synth, image_run, tmp_path):
                         f"model.init={image_out / 'model.safetensors'}", "optim.epochs=1",
                         "data.unroll=3"], resume=False)
     assert summary["epochs"] == 1 and summary["steps"] == 1
+    assert "6 samples (unrolled over 3 previous frames), 1 steps/epoch" in capsys.readouterr().out
     header, row = (out / "train.csv").read_text().splitlines()[:2]
     losses = dict(zip(header.split(","), row.split(",")))
     assert float(losses["tc"]) > 0 and math.isfinite(float(losses["loss"]))
