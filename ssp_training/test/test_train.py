@@ -59,14 +59,19 @@ def test_image_run_writes_the_documented_run_folder(synth, image_run):
     assert rows[0].startswith("step,epoch,lr") and len(rows) == 1 + summary["steps"]
 
 
+def _fit_ssp(synth, image_run, out, *more):
+    """Train the tiny SSP recipe for one epoch from the image run's artifact."""
+    return fit(SSP, [f"data.root={synth}", f"run.out_dir={out}", "run.threads=0",
+                     f"model.init={image_run[0] / 'model.safetensors'}", "optim.epochs=1",
+                     *more], resume=False)
+
+
 def test_ssp_starts_from_the_image_checkpoint_and_trains_both_losses(
         synth, image_run, tmp_path):
     image_out, _ = image_run
     out = tmp_path / "ssp"
     # Gradient accumulation: global batch 4 as 2 micro-batches of 2; 10 pairs -> 2 steps.
-    summary = fit(SSP, [f"data.root={synth}", f"run.out_dir={out}", "run.threads=0",
-                        f"model.init={image_out / 'model.safetensors'}", "optim.epochs=1",
-                        "optim.grad_accum=2"], resume=False)
+    summary = _fit_ssp(synth, image_run, out, "optim.grad_accum=2")
     assert summary["epochs"] == 1 and summary["steps"] == 2
     meta = read_meta(out / "model.safetensors")
     assert meta.provenance["model_kind"] == "ssp"
@@ -211,12 +216,9 @@ def test_unroll_values_and_kinds_are_checked(synth, overrides, message):
 
 
 def test_ssp_trains_on_unrolled_samples(synth, image_run, tmp_path, capsys):
-    image_out, _ = image_run
     out = tmp_path / "unrolled"
     # 2 train clips x (6 - 3) frames with 3 previous frames, batch 4: 1 step per epoch.
-    summary = fit(SSP, [f"data.root={synth}", f"run.out_dir={out}", "run.threads=0",
-                        f"model.init={image_out / 'model.safetensors'}", "optim.epochs=1",
-                        "data.unroll=3"], resume=False)
+    summary = _fit_ssp(synth, image_run, out, "data.unroll=3")
     assert summary["epochs"] == 1 and summary["steps"] == 1
     assert "6 samples (unrolled over 3 previous frames), 1 steps/epoch" in capsys.readouterr().out
     header, row = (out / "train.csv").read_text().splitlines()[:2]
