@@ -231,13 +231,13 @@ def test_state_is_replaced_not_accumulated(segmenter, frames):
     stream = _stream(segmenter)
     stream.process(frames[0][0])
     shapes = (stream.state.prev_logits.shape, stream.state.prev_feat.shape)
-    ids = set()
+    states = []   # held, so that no freed tensor's id can be reused by a later one
     for frame, _ in frames[1:]:
         stream.process(frame)
-        ids.add(id(stream.state.prev_logits))
+        states.append(stream.state.prev_logits)
         assert (stream.state.prev_logits.shape, stream.state.prev_feat.shape) == shapes
     assert stream.state.prev_labels.shape == (36, 60)  # consistency_scale 0.25 of 144x240
-    assert len(ids) == len(frames) - 1
+    assert len({id(s) for s in states}) == len(frames) - 1   # a new tensor every frame
 
 
 @pytest.mark.parametrize("fusion,state_size", [
