@@ -12,8 +12,8 @@ from ssp_perception.registration import create_registrator, RegistrationConfig
 import torch
 from torch.utils.data import Dataset
 
-from .data.dataset import (denormalize, ImageDataset, TeacherLogitsDataset, unrolled_frames,
-                           VideoPairDataset)
+from .data.dataset import (consecutive_offsets, denormalize, ImageDataset,
+                           TeacherLogitsDataset, unrolled_frames, VideoPairDataset)
 from .model_kinds import ModelKind
 from .recipes import DataRecipe, Recipe, RecipeError
 
@@ -35,7 +35,7 @@ def build_train_dataset(recipe: Recipe, kind: ModelKind) -> Dataset:
                                     with_flow=gt_flow, upsample=d.teacher_logits_upsample)
     if kind.video:
         unrolled = d.unroll > 1   # recipes allow it for model.kind ssp only
-        offsets = tuple(range(-1, -d.unroll - 1, -1)) if unrolled else kind.offsets
+        offsets = consecutive_offsets(d.unroll) if unrolled else kind.offsets
         return VideoPairDataset(d.root, "train", size, crop=crop, square_crop=d.square_crop,
                                 augment=d.augment, offsets=offsets, with_homography=gt_h,
                                 with_flow=gt_flow, chain=unrolled)

@@ -109,6 +109,11 @@ class ImageDataset(Dataset):
         return self._rng
 
 
+def consecutive_offsets(t: int) -> tuple[int, ...]:
+    """Return the offsets -1, -2, ..., -t of the previous frames of an unrolled sample."""
+    return tuple(range(-1, -t - 1, -1))
+
+
 def unrolled_frames(batch: dict) -> torch.Tensor:
     """Return an unrolled batch's frames (B, T + 1, 3, H, W), oldest first, ``image`` last."""
     return torch.cat([batch["prev_images"].flip(1), batch["image"][:, None]], dim=1)
@@ -146,7 +151,7 @@ class VideoPairDataset(Dataset):
             raise ValueError(f"offsets must be negative frame offsets, got {offsets!r}")
         if with_flow and self.offsets[0] != -1:
             raise ValueError("with_flow needs offsets[0] == -1 (flow is stored per frame pair)")
-        if chain and self.offsets != tuple(range(-1, -len(self.offsets) - 1, -1)):
+        if chain and self.offsets != consecutive_offsets(len(self.offsets)):
             raise ValueError(f"chain needs the offsets -1, -2, ..., -T, got {offsets!r}")
         self.chain = chain
         self.square_crop, self.augment, self.seed = square_crop, augment, seed
@@ -191,16 +196,17 @@ class VideoPairDataset(Dataset):
         if len(prev_images) > 1:
             out["prev_images"] = torch.stack(prev_images)
         out.update(self._label(frames[j], geo))
-        if self.with_homography:
+        if self.with_homography and self.chain:   # frame k - 1 -> k for k = j - T + 1 .. j
+            steps = np.stack([geo.homography(load_homography(frames[k], self.size,
+                                                             self.data.info.size))
+                              for k in range(prev[-1] + 1, j + 1)]).astype(np.float32)
+            out["chain_homographies"] = torch.from_numpy(steps)
+            out["homography"] = torch.from_numpy(steps[-1].copy())   # frame j - 1 -> j
+        elif self.with_homography:
             h = np.eye(3)
             for k in range(prev[0] + 1, j + 1):   # compose prev[0] -> ... -> j
                 h = load_homography(frames[k], self.size, self.data.info.size) @ h
             out["homography"] = torch.from_numpy(geo.homography(h).astype(np.float32))
-            if self.chain:   # frame k - 1 -> k for k = j - T + 1 .. j
-                steps = [geo.homography(load_homography(frames[k], self.size,
-                                                        self.data.info.size))
-                         for k in range(prev[-1] + 1, j + 1)]
-                out["chain_homographies"] = torch.from_numpy(np.stack(steps).astype(np.float32))
         if self.with_flow:
             bwd, occ = load_flow(frames[j], self.size)
             flow = geo.flow(bwd)
