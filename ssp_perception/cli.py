@@ -36,6 +36,7 @@ from collections.abc import Callable
 import importlib
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -49,6 +50,7 @@ EXIT_SIGTERM = 128 + signal.SIGTERM
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 Note = str | Callable[[], str]
+_QUALIFIED_ERROR = re.compile(r"^[A-Za-z_][\w.]*: ")  # "package.module.SomeError: message"
 
 
 class UsageError(ValueError):
@@ -157,11 +159,18 @@ def _flush() -> None:
 
 
 def one_line(err: BaseException) -> str:
-    """Return an exception's message as one line (its type name if it has none)."""
-    text = " ".join(str(err).split())
+    """Return an exception's message as one line (its type name if it has none).
+
+    An error re-raised from a PyTorch ``DataLoader`` worker carries the worker's whole
+    traceback in its message; only the original message (its last line) is kept.
+    """
+    text = str(err)
     if isinstance(err, KeyError) and len(err.args) == 1:
         text = str(err.args[0])
-    return text or type(err).__name__
+    if text.startswith("Caught ") and "DataLoader worker" in text and "\nOriginal " in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if _QUALIFIED_ERROR.match(last) else last
+    return " ".join(text.split()) or type(err).__name__
 
 
 def run_main(body: Callable[[], int | None], tool: str, *,

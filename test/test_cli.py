@@ -10,6 +10,7 @@ import time
 import pytest
 from ssp_perception.cli import (EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, run_main,
                                 UsageError)
+import torch
 from tqdm import tqdm
 
 # A tool whose work waits for the test, and whose cleanup can be held open by the test.
@@ -163,3 +164,25 @@ def test_usage_and_runtime_errors_are_one_line(capsys):
     assert capsys.readouterr().err == "demo_tool: error: No space left on device\n"
     # The previous handlers are back: pytest's own signal handling is untouched.
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+class _BadItem(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int):
+        if i == 1:
+            raise UsageError("frames/000001.png: holds class id 50")
+        return i
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_an_error_from_a_data_loader_worker_is_its_own_message(workers, capsys):
+    """A worker's error comes back with the worker's traceback in its text: not printed."""
+    def load() -> int:
+        for _ in torch.utils.data.DataLoader(_BadItem(), num_workers=workers):
+            pass
+        return 0
+
+    assert run_main(load, "demo_tool") == EXIT_USAGE
+    assert capsys.readouterr().err == "demo_tool: error: frames/000001.png: holds class id 50\n"

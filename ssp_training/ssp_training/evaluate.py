@@ -38,10 +38,12 @@ from . import parity
 from .data.dataset import ClipSequence, DatasetInfo, SequenceDataset
 from .data.files import DataError
 from .eval.entries import build_entries, load_checkpoints, LoadedCheckpoint
-from .eval.inputs import (check_arguments, check_size, dataset_has_homographies, EvalError,
-                          is_legacy_render, pick_flow, RENDER_TOOL)
+from .eval.inputs import (check_arguments, check_clip_homographies, check_size,
+                          dataset_has_homographies, EvalError, is_legacy_render, pick_flow,
+                          RENDER_TOOL)
 from .eval.plots import write_plots
-from .eval.predictors import FAILURE_POLICIES, Frame, HOMOGRAPHY_SOURCES, ImagePredictor
+from .eval.predictors import (FAILURE_POLICIES, Frame, HOMOGRAPHY_SOURCES, ImagePredictor,
+                              SSPPredictor)
 from .eval.report import ModelResult, write_report, write_text_atomic
 from .eval.runner import RenderPlan, run_evaluation, RunSettings
 from .eval.tables import per_class_table, results_table
@@ -152,6 +154,9 @@ def evaluate(args: argparse.Namespace) -> list[ModelResult]:
     check_homography_source(args, ckpts, info, first_clip)
     has_h = dataset_has_homographies(first_clip)
     entries = build_entries(ckpts, args, has_h, device)
+    if any(isinstance(e.predictor, SSPPredictor) and e.predictor.source == "dataset"
+           for e in entries):
+        check_clip_homographies(clips, args.max_frames)
     for entry in entries:
         entry.predictor.module.eval()
     to_frame = _normaliser(ckpts[0].meta, device)

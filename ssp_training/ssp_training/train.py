@@ -198,6 +198,12 @@ class Trainer:
         if self.info.is_main:
             self.log = RunLog(self.run_dir, self.state.step)
 
+    def close_log(self) -> None:
+        """Flush and close the logs (again harmless), before the run folder may be removed."""
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
     # ----------------------------------------------------------------------------- state
     def _restore(self) -> None:
         folder = latest_checkpoint(self.run_dir)
@@ -406,8 +412,7 @@ class Trainer:
                 plot_curves(self.run_dir)
             if not self.recipe.run.keep_resume_state:
                 prune_checkpoints(self.run_dir)  # the artifact is all a finished run needs
-            if self.log is not None:
-                self.log.close()
+            self.close_log()
         barrier(self.info)
         return summary
 
@@ -438,10 +443,15 @@ def fit(recipe_path: str, overrides: list[str], resume: bool) -> dict[str, Any]:
             # Every data-dependent check runs while building the trainer, before any write.
             trainer = Trainer(recipe, info, pre, resume)
             start_run_dir(recipe, info)
-            trainer.open_log()
-            if trainer.state.epoch >= recipe.optim.last_epoch:
-                return trainer.finish()
-            return trainer.run()
+            try:
+                trainer.open_log()
+                if trainer.state.epoch >= recipe.optim.last_epoch:
+                    return trainer.finish()
+                return trainer.run()
+            finally:
+                # Before run_folder removes a failed new run: TensorBoard's writer thread
+                # would otherwise write into the deleted folder and print a traceback.
+                trainer.close_log()
     finally:
         shutdown(info)
 

@@ -4,6 +4,7 @@ import json
 import pickle
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 from safetensors import safe_open
@@ -220,3 +221,55 @@ def test_render_never_replaces_a_foreign_render_folder(dataset, artifact, tmp_pa
     assert rc == 2
     assert_one_error_line(err, "ssp_eval", str(render), "not written by ssp_eval --render")
     assert snapshot(tmp_path) == before
+
+
+def test_mask_with_ids_outside_the_class_set(dataset, artifact, tmp_path, capsys,
+                                             assert_one_error_line):
+    def breaker(clip):
+        target = sorted((clip / "mask").glob("*.png"))[-1]
+        cv2.imwrite(str(target), np.full((H, W), 50, np.uint8))   # 50: not a uavid train id
+        return target
+
+    data, target = _broken_copy(dataset, tmp_path, breaker)
+    rc, err = _eval(capsys, artifact, data, tmp_path / "out", "--flow", "dis")
+    assert rc == 2
+    assert_one_error_line(err, "ssp_eval", str(target), "class id 50",
+                          "outside class set 'uavid' (0..7, 255 = ignore)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_frame_without_a_homography_fails_before_anything_runs(dataset, artifact, tmp_path,
+                                                               capsys, assert_one_error_line):
+    def breaker(clip):
+        target = sorted((clip / "registration").glob("*.npy"))[-1]
+        target.unlink()
+        return target
+
+    data, target = _broken_copy(dataset, tmp_path, breaker)
+    rc, err = _eval(capsys, artifact, data, tmp_path / "out", "--flow", "dis",
+                    "--homography", "dataset")
+    assert rc == 2
+    assert_one_error_line(err, "ssp_eval", "--homography dataset", str(target),
+                          "--homography registrator")
+    assert not (tmp_path / "out").exists()
+    rc, err = _eval(capsys, artifact, data, tmp_path / "out", "--flow", "dis",
+                    "--homography", "registrator")
+    assert rc == 0, err
+
+
+@pytest.mark.parametrize("content,needle", [
+    (b"synth_\xff\n", "not UTF-8 text"),
+    (b"../../elsewhere\n", "'../../elsewhere' is not a clip name"),
+    (b"..\n", "'..' is not a clip name"),
+    (None, "more than once"),
+])
+def test_bad_split_file(content, needle, dataset, artifact, tmp_path, capsys,
+                        assert_one_error_line):
+    data, _ = _broken_copy(dataset, tmp_path, lambda clip: None)
+    split = data / "val.txt"
+    clip = split.read_text().split()[0]
+    split.write_bytes(content if content is not None else f"{clip}\n{clip}\n".encode())
+    rc, err = _eval(capsys, artifact, data, tmp_path / "out", "--flow", "dis")
+    assert rc == 2
+    assert_one_error_line(err, "ssp_eval", str(split), needle)
+    assert not (tmp_path / "out").exists()

@@ -2,8 +2,11 @@
 
 import os
 import pickle
+import shutil
 import signal
 
+import cv2
+import numpy as np
 import pytest
 from ssp_perception.artifact import save_artifact
 from ssp_perception.classes import UAVID
@@ -75,6 +78,22 @@ def test_empty_clip(synth, tmp_path, capsys):
     assert rc == 2
     assert_one_error_line(err, "ssp_train", "empty_clip")
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_mask_with_ids_outside_the_class_set(workers, synth, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(synth, data)
+    clip = (data / "train.txt").read_text().split()[0]
+    target = sorted((data / "data" / clip / "mask").glob("*.png"))[-1]
+    cv2.imwrite(str(target), np.full((64, 96), 50, np.uint8))   # 50: not a uavid train id
+    before = snapshot(tmp_path)
+    rc, err = _fit(capsys, data, tmp_path / "run", f"data.workers={workers}")
+    assert rc == 2
+    # A worker's error arrives with the worker's traceback in its text: one line still.
+    assert_one_error_line(err, "ssp_train", str(target), "class id 50",
+                          "outside class set 'uavid'")
+    assert snapshot(tmp_path) == before   # the new run folder is gone, TensorBoard closed
 
 
 # --------------------------------------------------- item 9: weight files that are pickles

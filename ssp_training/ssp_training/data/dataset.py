@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-from ssp_perception.classes import IGNORE_INDEX
+from ssp_perception.classes import ClassSet, IGNORE_INDEX
 import torch
 from torch.utils.data import Dataset
 
@@ -94,7 +94,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         clip, frame = self.items[i]
         image = load_frame(frame, self.size)
-        label = load_mask(sibling(frame, "mask"), self.size)
+        label = load_mask(sibling(frame, "mask"), self.size, self.data.info.class_set)
         rng = self._generator() if self.augment else None
         geo = image_geometry(self.size, rng, self.square_crop)
         image, label = geo.image(image), geo.mask(label)
@@ -217,8 +217,8 @@ class VideoPairDataset(Dataset):
     def _label(self, frame: Path, geo: Geometry) -> dict:
         path = sibling(frame, "mask")
         has = path.is_file()
-        label = geo.mask(load_mask(path, self.size)) if has else np.full(
-            geo.size, IGNORE_INDEX, np.uint8)
+        label = (geo.mask(load_mask(path, self.size, self.data.info.class_set)) if has
+                 else np.full(geo.size, IGNORE_INDEX, np.uint8))
         return {"label": torch.from_numpy(label.astype(np.int64)),
                 "has_label": torch.tensor(has)}
 
@@ -298,6 +298,8 @@ class ClipSequence:
     frames: tuple[Path, ...]
     size: tuple[int, int] | None
     stored_size: tuple[int, int]
+    class_set: ClassSet | None = None
+    """The dataset's class set: masks holding other ids are refused (None = not checked)."""
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -315,7 +317,7 @@ class ClipSequence:
         bwd, occ = load_flow(path, self.size) if has_f else (None, None)
         return SequenceFrame(
             index=i, stem=path.stem, image=load_frame(path, self.size),
-            label=load_mask(mask, self.size) if mask.is_file() else None,
+            label=load_mask(mask, self.size, self.class_set) if mask.is_file() else None,
             homography=load_homography(path, self.size, self.stored_size) if has_h else None,
             flow_bwd=bwd, occlusion=occ)
 
@@ -329,7 +331,7 @@ class SequenceDataset:
         self.info = DatasetInfo.load(root)
         self.size = None if size is None else _check_size(size)
         self.clips = [ClipSequence(name=c, frames=tuple(clip_frames(root, c)), size=self.size,
-                                   stored_size=self.info.size)
+                                   stored_size=self.info.size, class_set=self.info.class_set)
                       for c in list_clips(root, split)]
 
     def __len__(self) -> int:

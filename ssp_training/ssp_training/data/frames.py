@@ -90,7 +90,21 @@ def list_clips(root: str | Path, split: str) -> list[str]:
     path = root / f"{split}.txt"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: no split {split!r} in {root}")
-    clips = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise files.DataError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})"
+                              ) from None
+    clips = [line.strip() for line in text.splitlines() if line.strip()]
+    for c in clips:
+        if c in (".", "..") or "/" in c or "\\" in c:
+            raise files.DataError(f"{path}: {c!r} is not a clip name (one folder name under "
+                                  f"{root / 'data'}, no path separators)")
+    twice = sorted({c for c in clips if clips.count(c) > 1})
+    if twice:
+        raise files.DataError(f"{path} lists clip{'s' if len(twice) > 1 else ''} "
+                              f"{', '.join(twice[:5])} more than once (each would be scored "
+                              "again)")
     missing = [c for c in clips if not (root / "data" / c / "origin").is_dir()]
     if missing:
         raise FileNotFoundError(f"{path} lists clips without frames under {root / 'data'}: "
@@ -124,9 +138,24 @@ def load_frame(path: str | Path, size: tuple[int, int] | None = None) -> np.ndar
     return _resize(img, size, cv2.INTER_AREA, cv2.INTER_LINEAR)
 
 
-def load_mask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
-    """Return an (H, W) uint8 train-id mask, resized with nearest neighbour if ``size``."""
+def load_mask(path: str | Path, size: tuple[int, int] | None = None,
+              class_set: ClassSet | None = None) -> np.ndarray:
+    """Return an (H, W) uint8 train-id mask, resized with nearest neighbour if ``size``.
+
+    With ``class_set`` every value must be a train id of it or its ignore index: a mask
+    written with other ids (label ids, colours, another class set) is refused here, naming
+    the file, instead of failing deep in a loss or a metric.
+    """
     mask = files.read_image(path, grayscale=True)
+    if class_set is not None:
+        ids = np.flatnonzero(np.bincount(mask.ravel(), minlength=256))  # the values present
+        bad = ids[(ids >= class_set.num_classes) & (ids != class_set.ignore_index)]
+        if bad.size:
+            raise files.DataError(
+                f"{path}: holds class id{'s' if bad.size > 1 else ''} "
+                f"{', '.join(str(int(v)) for v in bad[:5])}{' ...' if bad.size > 5 else ''}, "
+                f"outside class set {class_set.name!r} (0..{class_set.num_classes - 1}, "
+                f"{class_set.ignore_index} = ignore)")
     return _resize(mask, size, cv2.INTER_NEAREST_EXACT, cv2.INTER_NEAREST_EXACT)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from ssp_perception.files import check_output_target, load_tensor_file, OutputError
 import torch
 
-from ..data.dataset import DatasetInfo, sibling
+from ..data.dataset import ClipSequence, DatasetInfo, sibling
 from ..flow import create_flow_provider, FlowProvider
 
 
@@ -107,3 +107,19 @@ def pick_flow(args: argparse.Namespace, info: DatasetInfo, first_clip: list[Path
 def dataset_has_homographies(first_clip: list[Path]) -> bool:
     """Return whether the dataset stores homographies (checked on its first clip)."""
     return len(first_clip) > 1 and sibling(first_clip[1], "registration").is_file()
+
+
+def check_clip_homographies(clips: list[ClipSequence], max_frames: int = 0) -> None:
+    """Raise :class:`EvalError` unless every frame after each clip's first has a homography.
+
+    Checked before anything runs when SSP reads the dataset's homographies (the first clip
+    decides that the dataset has them): one frame without ``registration/<stem>.npy`` would
+    otherwise stop the evaluation midway.
+    """
+    for clip in clips:
+        for frame in clip.frames[1:max_frames or None]:
+            path = sibling(frame, "registration")
+            if not path.is_file():
+                raise EvalError(f"--homography dataset, but clip {clip.name} has no {path} "
+                                f"(the homography into frame {frame.name}); add it, or use "
+                                "--homography registrator")

@@ -27,6 +27,7 @@ from ssp_perception.streaming import all_finite, NonFiniteOutputError
 import torch
 
 from .efficiency import count_flops, count_parameters, LatencyMeter
+from .inputs import EvalError
 from .metrics import ConsistencyScore, OUT_OF_VIEW, pair_consistency, SegmentationScore
 from .predictors import Frame, Prediction, Predictor
 from .render import ClipRenderer, compose_row
@@ -237,8 +238,8 @@ def _pair_flow(flow: FlowProvider | None, prev_rgb: np.ndarray, cf: SequenceFram
     if flow is not None:
         return flow.flow(cf.image, prev_rgb)
     if cf.flow_bwd is None:
-        raise ValueError(f"clip {clip} frame {cf.index}: ground-truth flow requested but the "
-                         "dataset has none for this frame; use --flow dis (or raft)")
+        raise EvalError(f"clip {clip} frame {cf.index}: ground-truth flow requested but the "
+                        "dataset has none for this frame; use --flow dis (or raft)")
     return cf.flow_bwd
 
 
