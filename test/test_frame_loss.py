@@ -60,3 +60,13 @@ def test_after_a_pause_a_new_rate_is_learned_anew():
     stamps += list(10.0 + np.arange(40) / 10.0)               # 8 s pause, then 10 Hz
     c = _count(stamps)
     assert c.missing == 0 and math.isclose(c.period_s, 0.1)
+
+
+def test_a_clock_jump_before_the_period_is_known_is_a_pause_not_loss():
+    # A camera that starts on boot time and then syncs its clock (GPS, NTP) after 3 frames.
+    boot = 10.0 + np.arange(3) / 10.0
+    synced = 1764800000.0 + np.arange(30) / 10.0
+    synced = np.delete(synced, [12, 20])                      # and loses two frames later
+    c = _count(np.concatenate([boot, synced]))
+    assert c.missing == 2
+    assert math.isclose(c.period_s, 0.1, rel_tol=1e-6)

@@ -62,6 +62,22 @@ class FrameLossCounter:
         short = [(i, round(i / period)) for i in ordered if i < 3.5 * period]
         return sum(i for i, _ in short) / max(1, sum(max(1, m) for _, m in short))
 
+    def _period_without_early_pauses(self) -> float:
+        """Return the period once known, after dropping pauses seen while it was unknown.
+
+        A pause before the period is known (a camera that starts on boot time and then syncs
+        its clock to GPS: one interval of decades) cannot be recognised when it arrives; once
+        the period is known it is dropped from the window and from the uncounted intervals,
+        so it never counts as lost frames.
+        """
+        period = self.period_s
+        if not math.isfinite(period) or max(self._uncounted) <= _PAUSE_PERIODS * period:
+            return period
+        limit = _PAUSE_PERIODS * period
+        self._intervals = deque((i for i in self._intervals if i <= limit), maxlen=_WINDOW)
+        self._uncounted = [i for i in self._uncounted if i <= limit]
+        return self.period_s
+
     def add(self, stamp_s: float | None) -> int:
         """Take the stamp of a received frame; return how many frames were newly found missing.
 
@@ -83,7 +99,7 @@ class FrameLossCounter:
             return 0
         self._intervals.append(interval)
         self._uncounted.append(interval)
-        period = self.period_s
+        period = self._period_without_early_pauses()
         if not math.isfinite(period):
             return 0
         found = sum(_lost(i, period) for i in self._uncounted)
