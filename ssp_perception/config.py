@@ -6,6 +6,7 @@ import ast
 import dataclasses
 from dataclasses import dataclass
 import inspect
+import re
 import textwrap
 from typing import Any
 
@@ -17,6 +18,13 @@ UPSAMPLE_MODES = ("bicubic", "bilinear")
 # Hiera's windowed position embedding tiles an 8x8 window over the stride-4 token grid, and the
 # stride-32 map must be whole, so both sides of the network input are multiples of 32.
 SIZE_MULTIPLE = 32
+# Largest image side any tool accepts (frames, network inputs, stored data): 4K video is
+# 2160x3840; beyond 8192 one frame and its logits take tens of GB, so larger sizes (from a
+# flag, a parameter, an artifact or an image header) are refused before anything is allocated.
+MAX_SIDE = 8192
+# Torch devices a model or the registration networks run on: "cpu" (also "cpu:0"), "cuda" and
+# "cuda:N".
+DEVICE_PATTERN = re.compile(r"(cpu|cuda)(:\d+)?")
 
 
 @dataclass(frozen=True)

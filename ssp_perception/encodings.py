@@ -23,9 +23,14 @@ Decisions (the ROS `image_encodings` header fixes names, not every conversion):
 from __future__ import annotations
 
 from dataclasses import dataclass
+import io
+import warnings
 
 import cv2
 import numpy as np
+from PIL import Image as PILImage
+
+from .config import MAX_SIDE
 
 
 class EncodingError(ValueError):
@@ -147,7 +152,7 @@ def decode_compressed(data, fmt: str) -> np.ndarray:
             "unsupported_format", f"compressed depth images ({fmt!r}) are not camera images")
     buf = np.frombuffer(data, dtype=np.uint8)
     image = None
-    if buf.size:
+    if buf.size and _check_declared_size(buf, fmt):
         try:
             image = cv2.imdecode(buf, cv2.IMREAD_COLOR_RGB)    # (H, W, 3) RGB
         except cv2.error:
@@ -160,6 +165,30 @@ def decode_compressed(data, fmt: str) -> np.ndarray:
     if stored.startswith("rgb"):
         image = image[:, :, ::-1]                               # file holds RGB as if BGR
     return np.ascontiguousarray(image)
+
+
+def _check_declared_size(buf: np.ndarray, fmt: str) -> bool:
+    """Return whether the header names a known format; refuse a size over ``MAX_SIDE``.
+
+    Read before decoding: a few hundred KB of PNG can declare 20000 x 20000 pixels, and
+    decoding it would take gigabytes and seconds. Pillow reads just the header (JPEG, PNG,
+    WebP, TIFF, BMP, ...); what it cannot identify is not an image OpenCV would decode safely.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+            with PILImage.open(io.BytesIO(buf)) as header:
+                size = f"{header.width}x{header.height}"
+                fits = max(header.width, header.height) <= MAX_SIDE
+    except PILImage.DecompressionBombError:   # more pixels than Pillow opens at all
+        size, fits = f"more than {2 * PILImage.MAX_IMAGE_PIXELS}", False
+    except (OSError, ValueError, SyntaxError):   # unidentified format, broken header
+        return False
+    if not fits:
+        raise EncodingError(
+            "too_large", f"compressed image (format {fmt!r}) declares {size} pixels; frames "
+            f"with sides up to {MAX_SIDE} are decoded")
+    return True
 
 
 @dataclass(frozen=True)

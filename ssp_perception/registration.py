@@ -28,11 +28,18 @@ from typing import Any, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from .config import DEVICE_PATTERN
 from .files import load_tensor_file
 from .geometry import resize_transform, transform_points
 from .homography_fit import check_homography, ESTIMATORS, fit_homography
 
 METHODS = ("orb", "sift", "identity", "disk_lightglue")
+# More keypoints than this per frame only cost time (ORB and SIFT allocate for all of them:
+# 10^9 is a bad_alloc); 640-pixel working frames rarely give more than ~20000.
+MAX_FEATURES = 100_000
+# Frames (after downscaling) thinner than this give no features: ORB's pyramid would shrink
+# a side to zero pixels, and no homography can be trusted on a strip that narrow.
+MIN_FEATURE_SIDE = 32
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,12 @@ class RegistrationConfig:
     device: str = "cpu"
     """Torch device of the DISK + LightGlue networks and of kornia RANSAC's hypotheses."""
 
+    @property
+    def uses_device(self) -> bool:
+        """Return True when ``device`` runs something: DISK + LightGlue or kornia's RANSAC."""
+        return self.method == "disk_lightglue" or (self.estimator == "kornia_ransac"
+                                                   and self.method != "identity")
+
     def __post_init__(self) -> None:
         def fail(msg: str) -> None:
             raise ValueError(f"RegistrationConfig: {msg}")
@@ -88,8 +101,11 @@ class RegistrationConfig:
                 self.working_long_side == 0 or self.working_long_side >= 64):
             fail(f"working_long_side must be 0 (native) or an integer >= 64, "
                  f"got {self.working_long_side!r}")
-        if not _is_int(self.max_features) or self.max_features < 8:
-            fail(f"max_features must be an integer >= 8, got {self.max_features!r}")
+        if not _is_int(self.max_features) or not 8 <= self.max_features <= MAX_FEATURES:
+            fail(f"max_features must be an integer in 8..{MAX_FEATURES}, "
+                 f"got {self.max_features!r}")
+        if not isinstance(self.device, str) or not DEVICE_PATTERN.fullmatch(self.device):
+            fail(f"device {self.device!r} is not one of cpu, cuda, cuda:N (N = GPU index)")
         if not 0.0 < self.ratio_test <= 1.0:
             fail(f"ratio_test must be in (0, 1], got {self.ratio_test!r}")
         if not self.reproj_threshold_px > 0.0:
@@ -293,6 +309,8 @@ class OpenCVRegistrator(_FeatureRegistrator):
 
     def _extract(self, frame: np.ndarray) -> FrameFeatures:
         gray, to_input = self._working_frame(frame)
+        if min(gray.shape[:2]) < MIN_FEATURE_SIDE:
+            return FrameFeatures(np.zeros((0, 2)), None, tuple(frame.shape[:2]))
         kps, desc = self._detector.detectAndCompute(gray, None)
         pts = np.array([kp.pt for kp in kps], dtype=np.float64).reshape(-1, 2)
         if to_input is not None and len(pts):
@@ -353,6 +371,8 @@ class KorniaRegistrator(_FeatureRegistrator):
     def _extract(self, frame: np.ndarray) -> FrameFeatures:
         torch = self._torch
         small, to_input = self._working_frame(frame, gray=False)
+        if min(small.shape[:2]) < MIN_FEATURE_SIDE:
+            return FrameFeatures(np.zeros((0, 2)), None, tuple(frame.shape[:2]))
         # (1, 3, h, w) float in [0, 1]
         x = torch.from_numpy(small).to(self._device).permute(2, 0, 1)[None].float() / 255.0
         with torch.inference_mode():

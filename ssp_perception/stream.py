@@ -48,7 +48,7 @@ import torch.nn.functional as F
 
 from .backends import Backend, create_backend
 from .classes import ClassSet, IGNORE_INDEX
-from .config import IMAGENET_MEAN, IMAGENET_STD, SIZE_MULTIPLE
+from .config import IMAGENET_MEAN, IMAGENET_STD, MAX_SIDE, SIZE_MULTIPLE
 from .geometry import rescale_homography
 from .metrics import flip_rate, pair_miou
 from .models.image_model import SeparableResize
@@ -100,9 +100,10 @@ class StreamConfig:
         if self.input_size is not None:
             size = self.input_size
             if (not isinstance(size, (tuple, list)) or len(size) != 2
-                    or not all(_is_int(v) and v > 0 and v % SIZE_MULTIPLE == 0 for v in size)):
+                    or not all(_is_int(v) and 0 < v <= MAX_SIDE and v % SIZE_MULTIPLE == 0
+                               for v in size)):
                 fail(f"input_size must be None or (H, W) with positive multiples of "
-                     f"{SIZE_MULTIPLE}, got {size!r}")
+                     f"{SIZE_MULTIPLE} up to {MAX_SIDE}, got {size!r}")
             object.__setattr__(self, "input_size", (int(size[0]), int(size[1])))
         try:
             self.step_config()

@@ -1,5 +1,8 @@
 """Raw image buffers <-> RGB arrays: every supported encoding, padding, endianness, errors."""
 
+import struct
+import zlib
+
 import cv2
 import numpy as np
 import pytest
@@ -174,6 +177,32 @@ def test_bad_compressed_data_raises(data, fmt, reason):
     with pytest.raises(enc.EncodingError) as info:
         enc.decode_compressed(data, fmt)
     assert info.value.reason == reason
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """Return a valid PNG that declares width x height grey pixels, all zero (a few KB-MB)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+
+    z = zlib.compressobj(9)
+    rows = b"".join(z.compress(b"\x00" * (width + 1)) for _ in range(height)) + z.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)   # 8-bit grey
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows)
+            + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("width, height, needle", [
+    (20000, 20000, "more than"),          # ~390 KB that would decode to 400 M pixels
+    (9000, 16, "9000x16 pixels"),
+])
+def test_compressed_image_larger_than_max_side_is_refused_before_decoding(width, height,
+                                                                          needle):
+    with pytest.raises(enc.EncodingError) as info:
+        enc.decode_compressed(_png_header_only(width, height), "png")
+    assert info.value.reason == "too_large"
+    assert needle in str(info.value) and "sides up to 8192" in str(info.value)
+    assert enc.decode_compressed(_png_header_only(64, 16), "png").shape == (16, 64, 3)
 
 
 def test_output_buffers_and_visualisations():

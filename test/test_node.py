@@ -200,6 +200,10 @@ BAD_PARAMETERS = [
     ("stream.resize_mode", "stretch", ["resize_mode 'stretch' is not one of resize, pad"]),
     ("model_path", "/elsewhere.safetensors", ["read-only"]),
     ("stream.max_gap_s", "soon", ["type"]),
+    # Values that used to pass and then fail every frame (allocation, device, weights):
+    ("stream.input_size", [100000, 100000], ["multiples of 32 up to 8192"]),
+    ("registration.max_features", 10 ** 9, ["max_features must be an integer in 8..100000"]),
+    ("registration.device", "bogus", ["device 'bogus' is not one of cpu, cuda, cuda:N"]),
 ]
 
 
@@ -213,6 +217,19 @@ def test_bad_parameters_are_rejected_with_a_reason(harness):
             assert word in result.reason, (name, value, result.reason)
         assert harness.node.get_parameter_or(name).value == before, name
     assert harness.node.config.overlay_alpha == 0.5
+
+
+def test_switch_to_disk_lightglue_with_unreadable_weights_is_refused(harness, tmp_path):
+    junk = tmp_path / "weights.pth"
+    junk.write_bytes(b"not a checkpoint")
+    for name in ("registration.disk_weights", "registration.lightglue_weights"):
+        assert _set(harness, name, str(junk)).successful   # unused while the method is orb
+    result = _set(harness, "registration.method", "disk_lightglue")
+    # Refused when set: accepted, it would fail every later frame and keep the old method.
+    assert not result.successful
+    assert "registration.disk_weights (DISK)" in result.reason and str(junk) in result.reason
+    assert harness.node.get_parameter("registration.method").value == "orb"
+    assert harness.node.workers["/image"].stream.registrator.method == "orb"
 
 
 def test_good_parameter_change_rebuilds_streams(harness):

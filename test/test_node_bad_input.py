@@ -146,6 +146,15 @@ def test_incompatible_qos_is_reported(ros_context, tiny_artifact):
     # One line naming what is allowed, not torch's list of device types.
     ({"device": "gpu"}, ["device 'gpu' is not one of cpu, cuda, cuda:N"]),
     ({"input_reliability": "sometimes"}, ["'sometimes' is not one of auto, reliable"]),
+    # Values that used to crash the warm-up with a traceback (allocation, device):
+    ({"stream.input_size": [100000, 100000]}, ["multiples of 32 up to 8192"]),
+    ({"registration.max_features": 10 ** 9}, ["max_features must be an integer in 8..100000"]),
+    ({"registration.device": "bogus", "registration.estimator": "kornia_ransac"},
+     ["device 'bogus' is not one of cpu, cuda, cuda:N"]),
+    pytest.param({"registration.device": "cuda", "registration.estimator": "kornia_ransac"},
+                 ["registration.device 'cuda': CUDA is not available",
+                  "registration.device:=cpu"],
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA exists here")),
     # The device is the problem, not the artifact.
     pytest.param({"device": "cuda"}, ["CUDA is not available", "device:=cpu"],
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA exists here")),

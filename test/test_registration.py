@@ -97,6 +97,17 @@ def test_blank_frames_fail():
     np.testing.assert_array_equal(res.homography, np.eye(3))
 
 
+@pytest.mark.parametrize("method", ["orb", "sift"])
+@pytest.mark.parametrize("shape", [(8, 5000), (5000, 8), (20000, 8)])
+def test_strips_too_thin_for_features_fail_cleanly(method, shape):
+    # Downscaled to the working size an 8 x 5000 strip is 1 pixel high: ORB's pyramid used to
+    # fail inside OpenCV (inv_scale_x > 0). Now it is a registration failure like any other.
+    strip = textured_image(shape)
+    reg = create_registrator(RegistrationConfig(method=method))
+    res = reg.register(strip, strip)
+    assert not res.success and "too few features" in res.reason
+
+
 def test_unrelated_frames_fail():
     a, b = textured_image(SIZE, seed=11), textured_image(SIZE, seed=12)
     for method in ("orb", "sift"):
@@ -143,6 +154,8 @@ def test_identity_registrator():
     ({"estimator": "lmeds"}, "estimator"),
     ({"working_long_side": 10}, "working_long_side"),
     ({"method": "disk_lightglue"}, "disk_weights"),
+    ({"max_features": 10 ** 9}, "max_features must be an integer in 8..100000"),
+    ({"device": "bogus"}, "device 'bogus' is not one of cpu, cuda, cuda:N"),
 ])
 def test_config_validation(kwargs, needle):
     with pytest.raises(ValueError, match=needle):

@@ -36,6 +36,7 @@ import sys
 import time
 from typing import Any
 
+import cv2
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 import rclpy
@@ -59,11 +60,11 @@ from .diagnostics import stream_diagnostic
 from .errors import StartupError
 from .input_qos import InputSubscription
 from .managed import ManagedNodeMixin, spin_until_finalized
-from .model_files import check_device, resolve_model_path, sha256_prefix
+from .model_files import check_device, check_registration, resolve_model_path, sha256_prefix
 from .params import build_configs, parameter_specs, ParamSpec, plain_value
 from .worker import Outputs, StreamWorker
 from ..artifact import ArtifactError, ArtifactMeta, read_meta
-from ..cli import ArgumentParser, entry, run_main, UsageError
+from ..cli import ArgumentParser, entry, one_line, run_main, UsageError
 from ..encodings import palette_lut
 from ..stream import Segmenter
 from ..synthetic import synthetic_frames
@@ -125,6 +126,8 @@ class SegmentationNode(Node):
             raise StartupError(str(err)) from None
         self.model_path = resolve_model_path(self.config.model_path)
         check_device(self.config.device)
+        if self._reg_cfg.uses_device:
+            check_device(self._reg_cfg.device, "registration.device")
 
     def _load(self) -> None:
         """Phase 2: load the model and warm it up."""
@@ -265,8 +268,15 @@ class SegmentationNode(Node):
             stream = self.segmenter.new_stream(self._stream_cfg, self._reg_cfg)
         except (OSError, ValueError) as err:  # registration weights missing, empty, pickled
             raise StartupError(str(err)) from None
-        for k, (frame, _) in enumerate(synthetic_frames(size, 2)):
-            stream.process(frame, 0.05 * k, "warm-up")
+        try:
+            for k, (frame, _) in enumerate(synthetic_frames(size, 2)):
+                stream.process(frame, 0.05 * k, "warm-up")
+        except (RuntimeError, ValueError, MemoryError, cv2.error) as err:
+            # The settings cannot run here (out of memory at this input size, a device that
+            # fails): every camera frame would fail the same way.
+            raise StartupError(f"the warm-up frames failed with these parameters "
+                               f"(network input {size[0]}x{size[1]}): {type(err).__name__}: "
+                               f"{one_line(err)}") from None
 
     def _network_size(self) -> tuple[int, int] | str:
         if self._stream_cfg.resize_mode == "pad":
@@ -339,8 +349,10 @@ class SegmentationNode(Node):
         if not changes:
             return SetParametersResult(successful=True)
         try:
-            build_configs({**self._values, **changes})
-        except ValueError as err:
+            _, _, reg_cfg = build_configs({**self._values, **changes})
+            if reg_cfg != getattr(self, "_reg_cfg", None):   # (unset before configure)
+                check_registration(reg_cfg)
+        except (ValueError, StartupError) as err:
             names = ", ".join(f"{k}={v!r}" for k, v in changes.items())
             return SetParametersResult(successful=False, reason=f"rejected {names}: {err}")
         return SetParametersResult(successful=True)

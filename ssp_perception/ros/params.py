@@ -11,7 +11,6 @@ from __future__ import annotations
 import array
 from dataclasses import dataclass, fields
 import json
-import re
 from types import UnionType
 from typing import Any, get_args, get_origin, get_type_hints, Union
 
@@ -19,14 +18,12 @@ from rcl_interfaces.msg import ParameterType
 from rclpy.parameter import Parameter
 
 from ..backends import BACKENDS, DTYPES
-from ..config import field_docs
+from ..config import DEVICE_PATTERN, field_docs
 from ..registration import RegistrationConfig
 from ..stream import StreamConfig
 
 TRANSPORTS = ("raw", "compressed")
 RELIABILITY_MODES = ("auto", "reliable", "best_effort")
-# Devices the backends run on: "cpu" (also "cpu:0"), "cuda" and "cuda:N".
-DEVICE_PATTERN = re.compile(r"(cpu|cuda)(:\d+)?")
 # Stream options the node fixes: the confidence map feeds the NaN guard, the `confidence` topic
 # and mean_confidence; the similarity map feeds the status statistics; logits are for
 # evaluation only.

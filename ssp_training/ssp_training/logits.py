@@ -27,7 +27,7 @@ import shutil
 from typing import Any
 
 from ssp_perception.artifact import load_artifact
-from ssp_perception.config import SIZE_MULTIPLE
+from ssp_perception.config import MAX_SIDE, SIZE_MULTIPLE
 from ssp_perception.files import atomic_write_json
 from ssp_perception.progress import progress_bar
 import torch
@@ -37,7 +37,6 @@ from .data.frames import (clip_frames, DatasetInfo, list_clips, load_frame, LOGI
 from .distributed import resolve_device
 
 MANIFEST = "logits.json"
-MAX_SIDE = 8192  # larger teacher inputs or stored logits would not fit in memory
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:

@@ -26,11 +26,11 @@ import sys
 import time
 
 from ssp_perception.cli import ArgumentParser, run_main
+from ssp_perception.config import MAX_SIDE
 
 from .archive import ArchiveError
 from .frames import clip_frames, DatasetInfo, list_clips, sibling, SPLITS
-from .prepare import (DEFAULT_SIZE, MAX_SIDE, prepare_ruralscapes, prepare_uavid,
-                      PrepareError)
+from .prepare import DEFAULT_SIZE, prepare_ruralscapes, prepare_uavid, PrepareError
 from .synth import generate_dataset, SynthConfig
 from .to_bag import STORAGES, topics, write_bag
 

@@ -34,6 +34,7 @@ from typing import Callable, Iterator
 
 import cv2
 import numpy as np
+from ssp_perception.config import MAX_SIDE
 from ssp_perception.progress import progress_bar
 
 from . import files
@@ -44,9 +45,6 @@ from .sources import (plan_ruralscapes, plan_uavid, PrepareError, Rules, ruralsc
 LOG = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 DEFAULT_SIZE = (1440, 2560)
-# Largest stored frame side: the sources are 4K videos (3840 wide); 8192 leaves room for any
-# upscaling worth doing and refuses sizes whose frames would not fit in memory.
-MAX_SIDE = 8192
 
 
 # ---------------------------------------------------------------------------- execution

@@ -6,6 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
+from ssp_perception.config import MAX_SIDE
 from ssp_perception.files import check_output_target, load_tensor_file, OutputError
 import torch
 
@@ -17,9 +18,6 @@ class EvalError(ValueError):
     """The inputs of an evaluation do not fit together; the message says what to change."""
 
 
-# Largest evaluation side: 4K frames are 2160x3840; beyond 8192 a frame and its logits would
-# take tens of GB, so such a size (from --size or an artifact) is refused before allocating.
-MAX_SIDE = 8192
 RENDER_TOOL = "ssp_eval --render"
 
 
