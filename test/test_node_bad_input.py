@@ -141,6 +141,8 @@ def test_incompatible_qos_is_reported(ros_context, tiny_artifact):
 @pytest.mark.parametrize("params, words", [
     ({"preset": "hiera_s"}, ["is preset 'lite'", "asks for 'hiera_s'"]),
     ({"image_topics": ["cams/a", "cams/b"]}, ["'cams/a' and 'cams/b'", "cams/labels"]),
+    ({"image_topics": ["cam0/image", "/cam0/image"]},
+     ["'cam0/image' and '/cam0/image' are the same topic '/cam0/image'"]),
     ({"stream.max_gap_s": -1.0}, ["invalid stream.* parameters", "max_gap_s must be >= 0"]),
     ({"stream.max_gap_s": 1}, ["'stream.max_gap_s' must be of type double"]),
     # One line naming what is allowed, not torch's list of device types.

@@ -36,7 +36,9 @@ def test_node_help_prints_usage_and_parameters(tmp_path):
     ("ssp_node:\n  ros__parameters: {device: [cpu,\n", ("bad.yaml: not valid YAML (line",)),
     ("just a string\n", ("expected a ROS 2 parameter file",)),
     ("ssp_node:\n  device: cpu\n", ("'ros__parameters:'",)),
-], ids=["missing", "malformed", "scalar", "no_ros__parameters"])
+    ("/**:\n  ros__parameters:\n    stream:\n      input_size: [384, 640.0]\n",
+     ("stream.input_size: [384, 640.0] mixes float and int values", "holds one type")),
+], ids=["missing", "malformed", "scalar", "no_ros__parameters", "mixed_array"])
 def test_node_bad_params_file_is_one_line(tmp_path, content, needles):
     name = "missing.yaml" if content is None else "bad.yaml"
     if content is not None:

@@ -218,8 +218,9 @@ class SegmentationNode(Node):
             except (InvalidParameterTypeException, InvalidParameterValueException,
                     ParameterException) as err:
                 kind = Parameter.Type(spec.type_).name.lower()
-                raise StartupError(f"parameter {spec.name!r} must be of type {kind} (write "
-                                   f"doubles with a decimal point): {err}") from None
+                hint = " (write doubles with a decimal point)" if "double" in kind else ""
+                raise StartupError(f"parameter {spec.name!r} must be of type {kind}{hint}: "
+                                   f"{err}") from None
             values[spec.name] = param.value
         return values
 
@@ -285,6 +286,13 @@ class SegmentationNode(Node):
 
     def _create_streams(self) -> None:
         cfg = self.config
+        resolved: dict[str, str] = {}
+        for topic in cfg.topics:
+            full = self.resolve_topic_name(topic)
+            if full in resolved:
+                raise StartupError(f"image_topics {resolved[full]!r} and {topic!r} are the same "
+                                   f"topic {full!r} in this node's namespace; list it once")
+            resolved[full] = topic
         namespaces: dict[str, str] = {}
         for topic in cfg.topics:
             ns = topic.rsplit("/", 1)[0] if "/" in topic else ""

@@ -74,6 +74,23 @@ def check_params_files(args: list[str]) -> None:
             raise RosArgsError(f"--params-file {path}: expected a ROS 2 parameter file: "
                                f"node names (e.g. '/**' or 'ssp_node') mapping to "
                                f"'ros__parameters:' mappings")
+        for section in sections.values():
+            _check_arrays(path, section["ros__parameters"], "")
+
+
+def _check_arrays(path: Path, params: dict, prefix: str) -> None:
+    """Raise RosArgsError for a list rcl cannot read: ROS 2 arrays hold one type of value."""
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            _check_arrays(path, value, f"{name}.")
+        elif isinstance(value, list):
+            kinds = {type(v).__name__ for v in value}
+            if len(kinds) > 1 or kinds & {"list", "dict", "NoneType"}:
+                raise RosArgsError(
+                    f"--params-file {path}: {name}: {value!r} mixes {' and '.join(sorted(kinds))}"
+                    f" values; a ROS 2 array holds one type (e.g. [384, 640] for integers, "
+                    f"[0.5, 1.0] for doubles)")
 
 
 def _is_node_section(value: Any) -> bool:
