@@ -11,7 +11,12 @@ Every tool of both packages writes its outputs through these helpers:
   staging folder is removed and the destination is untouched.
 - Folders a tool writes carry a marker file (:data:`OUTPUT_MARKER`) naming the tool.
   :func:`check_output_target` refuses to replace anything else, even with ``--force``: a
-  regular file, a folder without the marker, or one written by another tool.
+  regular file, a folder without the marker, or one written by another tool. A folder that
+  another process creates or replaces while the tool runs is not replaced either: the new
+  output is kept beside it under a name the error gives.
+- JSON reports (``--json``) name their tool in a ``"tool"`` key (:func:`report_document`);
+  :func:`check_report_file` lets a tool replace only its own earlier report, never another
+  file (a checkpoint, a ``dataset.json``) that happens to sit at that path.
 
 The guarantee is against process crashes; files are not fsync'ed unless ``durable=True``
 (dataset writing would be several times slower).
@@ -19,7 +24,7 @@ The guarantee is against process crashes; files are not fsync'ed unless ``durabl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 import contextlib
 import json
 import os
@@ -91,6 +96,54 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+REPORT_KEY = "tool"
+_MAX_REPORT_BYTES = 64 << 20   # larger files are no report of ours: not even read
+
+
+def report_document(tool: str, doc: dict[str, Any]) -> dict[str, Any]:
+    """Return ``doc`` with the ``"tool"`` key that :func:`check_report_file` recognises."""
+    return {REPORT_KEY: tool, **doc}
+
+
+def check_report_file(path: str | os.PathLike, tool: str, flag: str = "--json",
+                      legacy: Callable[[dict], bool] | None = None) -> Path:
+    """Check that ``tool`` may write its JSON report at ``path`` (before any work).
+
+    A new file is fine when its folder can exist; an existing one only if it is an earlier
+    report of ``tool``: a JSON object whose ``"tool"`` is ``tool``, or one that ``legacy``
+    recognises (reports written before the key existed). Anything else raises
+    :class:`OutputError`: a folder, a file under a non-folder, or any other file, such as the
+    run's own checkpoint given by mistake.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{flag} {path}: is a folder; give a file name such as "
+                          f"{path / (tool.replace('ssp_', '') + '.json')}")
+    above = path.parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise OutputError(f"{flag} {path}: {above} is a file, not a folder")
+    if (path.exists() or path.is_symlink()) and not _is_report_of(path, tool, legacy):
+        raise OutputError(f"{flag} {path}: exists and is not an earlier {tool} report; {tool} "
+                          f"never replaces other files (choose another name, or remove it "
+                          f"yourself)")
+    return path
+
+
+def _is_report_of(path: Path, tool: str, legacy: Callable[[dict], bool] | None) -> bool:
+    try:
+        if not path.is_file() or path.stat().st_size > _MAX_REPORT_BYTES:
+            return False
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(doc, dict):
+        return False
+    return doc.get(REPORT_KEY) == tool or (REPORT_KEY not in doc and legacy is not None
+                                           and legacy(doc))
+
+
 def _marker_tool(folder: Path) -> str | None:
     marker = folder / OUTPUT_MARKER
     if not marker.is_file():
@@ -103,17 +156,24 @@ def _marker_tool(folder: Path) -> str | None:
 
 def check_output_target(path: str | os.PathLike, tool: str, force: bool,
                         flag: str = "--force",
-                        legacy: Callable[[Path], bool] | None = None) -> Path:
+                        legacy: Callable[[Path], bool] | None = None,
+                        inputs: Iterable[str | os.PathLike] = ()) -> Path:
     """Check that ``tool`` may write its output folder at ``path``; return it as a Path.
 
     A missing path is fine. An existing empty folder is fine. An existing folder that ``tool``
-    itself wrote (it holds the marker naming ``tool``) may be replaced when ``force`` is set.
-    ``legacy``, if given, recognises outputs ``tool`` wrote before the marker existed (by the
-    exact layout it writes); those count as its own. Everything else raises
+    itself wrote (it holds the marker naming ``tool``) may be replaced when ``force`` is set,
+    unless one of the run's ``inputs`` lies inside it (replacing the folder would delete
+    it). ``legacy``, if given, recognises outputs ``tool`` wrote before the marker existed (by
+    the exact layout it writes); those count as its own. Everything else raises
     :class:`OutputError` with a one-line reason: a regular file or other non-folder, a folder
     with foreign contents, or an output of another tool.
     """
     path = Path(path)
+    for item in inputs:
+        if path.exists() and Path(item).resolve().is_relative_to(path.resolve()):
+            raise OutputError(f"{path}: holds {item}, an input of this run; {tool} replaces "
+                              f"the whole folder, so the input would be lost (choose another "
+                              f"output folder)")
     if not path.exists() and not path.is_symlink():
         above = path.parent
         while not above.exists() and above != above.parent:
@@ -142,15 +202,19 @@ def check_output_target(path: str | os.PathLike, tool: str, force: bool,
 @contextlib.contextmanager
 def staged_dir(dest: str | os.PathLike, tool: str, force: bool = False,
                flag: str = "--force",
-               legacy: Callable[[Path], bool] | None = None) -> Iterator[Path]:
+               legacy: Callable[[Path], bool] | None = None,
+               inputs: Iterable[str | os.PathLike] = ()) -> Iterator[Path]:
     """Yield a staging folder that replaces ``dest`` only if the block finishes.
 
     The destination is checked first (:func:`check_output_target`), the staging folder is a
     hidden sibling of ``dest`` (same file system, so the final rename is atomic) and gets the
     marker naming ``tool``. On an exception the staging folder is deleted and ``dest`` keeps
-    whatever it held before. ``legacy`` is passed on to :func:`check_output_target`.
+    whatever it held before. ``legacy`` and ``inputs`` are passed on to
+    :func:`check_output_target`. If another process creates or replaces ``dest`` meanwhile,
+    the finished output is kept beside it and :class:`OutputError` says where.
     """
-    dest = check_output_target(dest, tool, force, flag, legacy)
+    dest = check_output_target(dest, tool, force, flag, legacy, inputs)
+    before = _identity(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     stage = _temp_sibling(dest, "staging")
     shutil.rmtree(stage, ignore_errors=True)
@@ -160,6 +224,8 @@ def staged_dir(dest: str | os.PathLike, tool: str, force: bool = False,
         os.chmod(stage, 0o755)
         atomic_write_json(stage / OUTPUT_MARKER, {"tool": tool})
         yield stage
+        if _identity(dest) != before:
+            _keep_beside(stage, dest, tool)
         if dest.exists():
             old = _temp_sibling(dest, "old")
             os.replace(dest, old)
@@ -173,6 +239,23 @@ def staged_dir(dest: str | os.PathLike, tool: str, force: bool = False,
             os.replace(stage, dest)
     finally:
         remove_tree(stage)
+
+
+def _identity(path: Path) -> tuple[int, int, str | None] | None:
+    """Return what identifies the folder at ``path`` now (None when there is none)."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino, _marker_tool(path) if path.is_dir() else None
+
+
+def _keep_beside(stage: Path, dest: Path, tool: str) -> None:
+    """Another process wrote ``dest`` while ``tool`` ran: keep both; raise OutputError."""
+    kept = dest.with_name(f"{dest.name}.{tool}-{os.getpid()}")
+    os.replace(stage, kept)
+    raise OutputError(f"{dest}: was created or replaced by another process while {tool} ran; "
+                      f"it was left as it is, and this run's output is in {kept}")
 
 
 def remove_tree(path: Path, attempts: int = 5) -> None:

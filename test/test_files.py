@@ -107,3 +107,71 @@ def test_load_tensor_file_one_line_errors(tmp_path: Path) -> None:
     (tmp_path / "junk.safetensors").write_bytes(pickle.dumps([1, 2]))
     with pytest.raises(ValueError, match="cannot read"):
         files.load_tensor_file(tmp_path / "junk.safetensors", "test weights")
+
+
+def test_a_folder_created_during_the_run_is_kept_and_so_is_the_output(tmp_path: Path) -> None:
+    dest = tmp_path / "out"
+    with pytest.raises(files.OutputError, match="created or replaced by another process") as e:
+        with files.staged_dir(dest, "demo_tool") as stage:
+            (stage / "result.txt").write_text("new")
+            dest.mkdir()                                     # another writer, meanwhile
+            (dest / "notes.txt").write_text("someone else's")
+    assert (dest / "notes.txt").read_text() == "someone else's"
+    kept = dest.with_name(f"out.demo_tool-{os.getpid()}")
+    assert str(kept) in str(e.value) and (kept / "result.txt").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", kept.name]
+
+
+def test_an_own_output_replaced_during_a_forced_run_is_kept(tmp_path: Path) -> None:
+    dest = tmp_path / "out"
+    with files.staged_dir(dest, "demo_tool") as stage:
+        (stage / "result.txt").write_text("first")
+    with pytest.raises(files.OutputError, match="another process"):
+        with files.staged_dir(dest, "demo_tool", force=True) as stage:
+            (stage / "result.txt").write_text("second")
+
+            def second_writer() -> None:   # another thread: its own staging folder
+                with files.staged_dir(dest, "demo_tool", force=True) as other:
+                    (other / "result.txt").write_text("third")
+
+            writer = threading.Thread(target=second_writer)
+            writer.start()
+            writer.join()
+    assert (dest / "result.txt").read_text() == "third"
+    assert (dest.with_name(f"out.demo_tool-{os.getpid()}") / "result.txt").read_text() == "second"
+
+
+def test_force_never_replaces_a_folder_holding_an_input_of_the_run(tmp_path: Path) -> None:
+    dest = tmp_path / "out"
+    with files.staged_dir(dest, "demo_tool") as stage:
+        (stage / "result.txt").write_text("first")
+    (dest / "model.safetensors").write_bytes(b"the user's only copy")
+    with pytest.raises(files.OutputError, match="model.safetensors, an input of this run"):
+        with files.staged_dir(dest, "demo_tool", force=True,
+                              inputs=[dest / "model.safetensors"]):
+            pass
+    assert (dest / "model.safetensors").read_bytes() == b"the user's only copy"
+    # An input elsewhere does not matter.
+    with files.staged_dir(dest, "demo_tool", force=True, inputs=[tmp_path / "x"]) as stage:
+        (stage / "result.txt").write_text("second")
+
+
+def test_a_report_replaces_only_an_earlier_report_of_its_tool(tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    assert files.check_report_file(report, "demo_tool") == report          # new: fine
+    files.atomic_write_json(report, files.report_document("demo_tool", {"x": 1}))
+    assert files.check_report_file(report, "demo_tool") == report          # its own: fine
+    others = {"checkpoint.safetensors": b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ",
+              "dataset.json": b'{"format": 1, "size": [64, 96]}',
+              "other.json": b'{"tool": "ssp_bench"}', "list.json": b"[1, 2]", "empty": b""}
+    for name, data in others.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(files.OutputError, match="is not an earlier demo_tool report"):
+            files.check_report_file(tmp_path / name, "demo_tool")
+        assert (tmp_path / name).read_bytes() == data
+    assert files.check_report_file(tmp_path / "dataset.json", "demo_tool",
+                                   legacy=lambda d: "format" in d)
+    with pytest.raises(files.OutputError, match="is a folder"):
+        files.check_report_file(tmp_path, "demo_tool")
+    with pytest.raises(files.OutputError, match="is a file, not a folder"):
+        files.check_report_file(tmp_path / "empty" / "r.json", "demo_tool")

@@ -6,6 +6,7 @@ its output is the one error line, and that the folder it ran in is unchanged.
 """
 
 import collections
+import json
 import os
 import pickle
 
@@ -115,6 +116,23 @@ def test_bench_json_into_a_folder_is_one_line(tmp_path):
     assert_one_error_line(out, "ssp_bench", "--json", "is a folder")
     assert '"image_model_ms"' not in out     # refused before the benchmark ran
     assert snapshot(tmp_path) == before
+
+
+def test_bench_json_never_replaces_another_file(tmp_path):
+    model = tmp_path / "model.safetensors"
+    model.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")   # its own checkpoint
+    before = snapshot(tmp_path)
+    code, out = run_tool("ssp_bench", "--size", "64x96", "--frames", "1", "--warmup", "0",
+                         "--no-progress", "--json", str(model), cwd=tmp_path)
+    assert code == 2, out
+    assert_one_error_line(out, "ssp_bench", f"--json {model}", "not an earlier ssp_bench report")
+    assert snapshot(tmp_path) == before
+    report = tmp_path / "b.json"
+    for _ in range(2):   # its own report is replaced
+        code, out = run_tool("ssp_bench", "--size", "64x96", "--frames", "1", "--warmup", "0",
+                             "--no-progress", "--json", str(report), cwd=tmp_path)
+        assert code == 0, out
+        assert json.loads(report.read_text())["tool"] == "ssp_bench"
 
 
 def test_bench_node_commands_check_json_first(tmp_path):

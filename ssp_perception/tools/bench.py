@@ -28,7 +28,7 @@ from ..backends import create_backend
 from ..classes import CLASS_SETS, ClassSet
 from ..cli import ArgumentParser, entry, run_main, UsageError
 from ..config import preset
-from ..files import atomic_write_json
+from ..files import atomic_write_json, check_report_file, OutputError, report_document
 from ..geometry import rescale_homography
 from ..models import create_model
 from ..progress import progress_bar
@@ -194,6 +194,7 @@ def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
     return report
 
 
+TOOL = "ssp_bench"
 _TIMED = ("image_model", "registration", "ssp", "ssp_with_registration", "stream")
 
 
@@ -300,20 +301,24 @@ def build_parser() -> ArgumentParser:
 def check_json_target(path: str) -> Path | None:
     """Return ``--json``'s path, refused (UsageError) before any work when it cannot be written.
 
-    A folder, a missing parent folder or a non-folder parent cannot hold the report.
+    A folder, a non-folder parent or an existing file that is not an earlier ``ssp_bench``
+    report (:func:`ssp_perception.files.check_report_file`) cannot take the report.
     """
     if not path:
         return None
-    target = Path(path)
-    if target.is_dir():
-        raise UsageError(f"--json {target}: is a folder; give a file name such as "
-                         f"{target / 'bench.json'}")
-    if target.parent.exists() and not target.parent.is_dir():
-        raise UsageError(f"--json {target}: {target.parent} is not a folder")
-    return target
+    try:
+        return check_report_file(path, TOOL, legacy=_legacy_report)
+    except OutputError as err:
+        raise UsageError(str(err)) from None
+
+
+def _legacy_report(doc: dict) -> bool:
+    """Recognise a report written before reports named their tool (every kind has these)."""
+    return {"machine", "cpu_count"} <= doc.keys()
 
 
 def _write_report(target: Path | None, report: dict[str, Any]) -> None:
+    report = report_document(TOOL, report)
     print(json.dumps(report, indent=2, sort_keys=True))
     if target is not None:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -380,10 +385,10 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in NODE_COMMANDS:
-        return run_main(lambda: node_main(argv[0], argv[1:]), "ssp_bench",
+        return run_main(lambda: node_main(argv[0], argv[1:]), TOOL,
                         usage_errors=(ValueError, FileNotFoundError))
     args = build_parser().parse_args(argv)
-    return run_main(lambda: _bench(args), "ssp_bench",
+    return run_main(lambda: _bench(args), TOOL,
                     usage_errors=(ValueError, RuntimeError, FileNotFoundError))
 
 

@@ -98,13 +98,15 @@ def export_artifact(artifact: str | os.PathLike, out_dir: str | os.PathLike,
     ``passed``. Non-finite eager outputs raise ``ValueError`` (the artifact is broken).
     """
     check_parity_options(steps, atol, min_agreement)
-    out_dir = check_output_target(out_dir, EXPORT_TOOL, force, legacy=is_legacy_export)
+    out_dir = check_output_target(out_dir, EXPORT_TOOL, force, legacy=is_legacy_export,
+                                  inputs=[artifact])
     artifact = Path(artifact)
     model, meta = load_artifact(artifact)
     size = tuple(input_size or meta.input_size)
     config = OnnxExportConfig(input_size=size, opset=opset, dynamic_hw=dynamic_hw)
     extra = artifact_metadata(meta, file_sha256(artifact))
-    with staged_dir(out_dir, EXPORT_TOOL, force, legacy=is_legacy_export) as stage:
+    with staged_dir(out_dir, EXPORT_TOOL, force, legacy=is_legacy_export,
+                    inputs=[artifact]) as stage:
         files = {}
         for graph in progress_bar(GRAPHS, desc="export", unit="graph", file=sys.stderr):
             files[graph] = write_onnx(stage / f"{graph}.onnx",

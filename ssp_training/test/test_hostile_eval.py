@@ -103,6 +103,39 @@ def test_json_that_is_a_folder(artifact, dataset, tmp_path, capsys, assert_one_e
     assert snapshot(tmp_path) == before
 
 
+def test_json_replaces_only_an_earlier_report(artifact, dataset, tmp_path, capsys,
+                                              assert_one_error_line, snapshot):
+    # The run's own checkpoint or the dataset's description given as --json by mistake.
+    for victim in (shutil.copy(artifact, tmp_path / "ssp.safetensors"),
+                   dataset / "dataset.json"):
+        before = victim.read_bytes()
+        rc, err = _eval(capsys, artifact, dataset, tmp_path / "out", "--json", str(victim),
+                        "--flow", "dis")
+        assert rc == 2
+        assert_one_error_line(err, "ssp_eval", f"--json {victim}",
+                              "is not an earlier ssp_eval report")
+        assert victim.read_bytes() == before and not (tmp_path / "out").exists()
+    # The default report inside --out: a foreign eval.json there is kept too.
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "eval.json").write_text('{"mine": true}\n')
+    rc, err = _eval(capsys, artifact, dataset, tmp_path / "out", "--flow", "dis")
+    assert rc == 2
+    assert_one_error_line(err, "ssp_eval", "--out", "eval.json", "not an earlier ssp_eval")
+    # Its own report, and one written before reports named their tool, are replaced.
+    report = tmp_path / "report.json"
+    for _ in range(2):
+        rc, err = _eval(capsys, artifact, dataset, tmp_path / "out2", "--json", str(report),
+                        "--flow", "dis")
+        assert rc == 0, err
+        assert json.loads(report.read_text())["tool"] == "ssp_eval"
+    old = json.loads(report.read_text())
+    del old["tool"]
+    report.write_text(json.dumps(old))
+    rc, err = _eval(capsys, artifact, dataset, tmp_path / "out2", "--json", str(report),
+                    "--flow", "dis")
+    assert rc == 0, err
+
+
 def _pickle(path):
     with open(path, "wb") as f:
         pickle.dump({"weights": [1, 2, 3], "evil": print}, f)

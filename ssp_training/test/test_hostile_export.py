@@ -104,3 +104,15 @@ def test_nan_weights_fail_the_parity_check_as_an_error(tmp_path, capsys, assert_
     assert rc == 2
     assert_one_error_line(err, "ssp_export", "not finite", "nothing was exported")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.safetensors"]
+
+
+def test_force_never_deletes_the_artifact_being_exported(artifact, tmp_path, capsys,
+                                                         assert_one_error_line, snapshot):
+    out = tmp_path / "deploy"
+    assert _run(capsys, "onnx", str(artifact), "--out-dir", str(out), "--no-check")[0] == 0
+    inside = out / "model.safetensors"
+    inside.write_bytes(artifact.read_bytes())            # the user keeps the model with it
+    before = snapshot(tmp_path)
+    rc, err = _run(capsys, "onnx", str(inside), "--out-dir", str(out), "--no-check", "--force")
+    assert rc == 2 and snapshot(tmp_path) == before
+    assert_one_error_line(err, "ssp_export", "model.safetensors, an input of this run")

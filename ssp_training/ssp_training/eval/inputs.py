@@ -7,9 +7,11 @@ import os
 from pathlib import Path
 
 from ssp_perception.config import MAX_SIDE
-from ssp_perception.files import check_output_target, load_tensor_file, OutputError
+from ssp_perception.files import (check_output_target, check_report_file, load_tensor_file,
+                                  OutputError)
 import torch
 
+from .report import EVAL_TOOL, is_legacy_report
 from ..data.dataset import ClipSequence, DatasetInfo, sibling
 from ..flow import create_flow_provider, FlowProvider
 
@@ -47,14 +49,14 @@ def check_arguments(args: argparse.Namespace) -> None:
             check_output_target(out / "render", RENDER_TOOL, True, legacy=is_legacy_render)
         except OutputError as err:
             raise EvalError(str(err)) from None
-    if args.json:
-        report = Path(args.json)
-        if report.is_dir() or args.json.endswith(("/", os.sep)):
-            raise EvalError(f"--json {args.json}: is a folder; give the report's file name, "
-                            f"e.g. {report / 'eval.json'}")
-        if not _existing_ancestor(report.parent).is_dir():
-            raise EvalError(f"--json {report}: {_existing_ancestor(report.parent)} is a file, "
-                            "not a folder")
+    if args.json and args.json.endswith(("/", os.sep)):
+        raise EvalError(f"--json {args.json}: is a folder; give the report's file name, "
+                        f"e.g. {Path(args.json) / 'eval.json'}")
+    try:
+        check_report_file(args.json or out / "eval.json", EVAL_TOOL,
+                          "--json" if args.json else "--out", legacy=is_legacy_report)
+    except OutputError as err:
+        raise EvalError(str(err)) from None
     if args.flow_weights:
         try:
             load_tensor_file(args.flow_weights, "--flow-weights")

@@ -14,7 +14,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ssp_perception.files import atomic_write_text
+from ssp_perception.files import atomic_write_text, report_document, REPORT_KEY
+
+EVAL_TOOL = "ssp_eval"
 
 
 @dataclass
@@ -91,8 +93,14 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_report(path: Path, results: list[ModelResult], info: dict[str, Any]) -> None:
     """Write the evaluation report JSON (``info`` = dataset and settings, then ``results``)."""
-    doc = {**_json_safe(info), "results": [r.to_json() for r in results]}
+    doc = report_document(EVAL_TOOL, {**_json_safe(info),
+                                      "results": [r.to_json() for r in results]})
     write_text_atomic(path, json.dumps(doc, indent=2, allow_nan=False) + "\n")
+
+
+def is_legacy_report(doc: dict) -> bool:
+    """Recognise an ssp_eval report written before reports named their tool."""
+    return isinstance(doc.get("results"), list) and isinstance(doc.get("settings"), dict)
 
 
 def read_report(path: Path) -> tuple[list[ModelResult], dict[str, Any]]:
@@ -101,4 +109,5 @@ def read_report(path: Path) -> tuple[list[ModelResult], dict[str, Any]]:
     if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
         raise ValueError(f"{path}: not an ssp_eval report (no 'results' list)")
     results = [ModelResult.from_json(r) for r in doc.pop("results")]
+    doc.pop(REPORT_KEY, None)
     return results, doc
