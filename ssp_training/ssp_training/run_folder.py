@@ -98,6 +98,15 @@ def check_run_dir(recipe: Recipe, resume: bool) -> None:
         raise RecipeError(f"run folder {run_dir} already holds a "
                           f"{'finished run' if finished else 'checkpoint'}; pass --resume to "
                           "continue it, or set run.out_dir to a new folder")
+    others = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILE) if (
+        run_dir.is_dir() and not (has_ckpt or finished)) else []
+    if others and not saved.is_file():
+        # Not a run folder: fit would overwrite model.safetensors, recipe.yaml, ... there (and
+        # a model.init kept there) and append to a train.csv of the user's.
+        raise RecipeError(f"run.out_dir {run_dir} is not empty and holds no training run "
+                          f"({', '.join(others[:5])}{', ...' if len(others) > 5 else ''}); "
+                          "ssp_train fit never mixes its run with other files: set "
+                          "run.out_dir to a new or empty folder")
     if resume and saved.is_file():
         a, b = _flatten(load_recipe(saved).to_dict()), _flatten(recipe.to_dict())
         diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
@@ -119,6 +128,8 @@ def run_folder(recipe: Recipe, resume: bool, info: DistInfo) -> Iterator[Path]:
     if run_dir.exists() and not run_dir.is_dir():
         raise RecipeError(f"run.out_dir {run_dir} exists and is not a folder")
     ours = not run_dir.exists() or not any(run_dir.iterdir())
+    if info.is_main:
+        check_run_dir(recipe, resume)   # before the lock file: a refused folder stays as it was
     lock = RunLock(run_dir) if info.is_main else None
     if lock is not None:
         lock.acquire()

@@ -71,9 +71,10 @@ class RunLog:
         self.run_dir = Path(run_dir)
         self.train = CsvLog(self.run_dir / TRAIN_CSV)
         self.val = CsvLog(self.run_dir / VAL_CSV)
-        if resume_step is not None:
-            self.train.truncate_after(resume_step)
-            self.val.truncate_after(resume_step)
+        # On resume, rows the killed process wrote after the checkpoint go; on a fresh start
+        # in a folder a run left before its first checkpoint, all of its rows.
+        self.train.truncate_after(resume_step or 0)
+        self.val.truncate_after(resume_step or 0)
         from torch.utils.tensorboard import SummaryWriter
         # purge_step hides events a killed process wrote after the checkpoint.
         self.tb = SummaryWriter(str(self.run_dir / "tensorboard"),

@@ -204,3 +204,16 @@ def test_lock_file_of_a_dead_process_is_taken_over(tmp_path):
         RunLock(tmp_path).acquire()   # a second holder, even in the same process, is refused
     lock.release()
     assert not (tmp_path / LOCK_FILE).exists()
+
+
+def test_a_folder_that_holds_no_run_is_refused(synth, tmp_path, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"a model of the user's, its only copy")
+    (folder / "train.csv").write_text("precious\n1\n")
+    before = snapshot(tmp_path)
+    rc, err = _fit(capsys, synth, folder)   # fit writes model.safetensors and train.csv
+    assert rc == 2
+    assert_one_error_line(err, "ssp_train", f"run.out_dir {folder} is not empty",
+                          "model.safetensors, train.csv", "new or empty folder")
+    assert snapshot(tmp_path) == before
