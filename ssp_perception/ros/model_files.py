@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 
 from .errors import StartupError
+from ..backends.engine_cache import file_sha256
 from ..registration import create_registrator, RegistrationConfig
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -55,8 +55,4 @@ def resolve_model_path(model_path: str) -> Path:
 
 def sha256_prefix(path: Path, n: int = 12) -> str:
     """Return the first ``n`` hex digits of the file's SHA-256 (the node's model id)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:n]
+    return file_sha256(path)[:n]

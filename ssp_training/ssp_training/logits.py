@@ -15,7 +15,8 @@ Decisions (SSP_SPEC §4.5 says fp16 and a lower resolution are reasonable deviat
   (float16, stride 4) is ~30x less. ``--dtype float32 --size 1440x2560`` stores what Ref stores.
 - Every frame is exported (Ref does the same: KD pairs need frames j and j-1).
 - Resumable: frames whose file exists are skipped, so a killed export continues where it
-  stopped; the manifest must match (same teacher shape, classes and size) or it is an error.
+  stopped; the manifest must match (same teacher shape, classes and size, and the same
+  teacher file by SHA-256, dataset folder and split) or it is an error.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import shutil
 from typing import Any
 
 from ssp_perception.artifact import load_artifact
+from ssp_perception.backends.engine_cache import file_sha256
 from ssp_perception.config import MAX_SIDE, SIZE_MULTIPLE
 from ssp_perception.files import atomic_write_json
 from ssp_perception.progress import progress_bar
@@ -126,10 +128,12 @@ def export_logits(teacher: str | Path, data_root: str | Path, out: str | Path,
     size = tuple(size or (input_size[0] // 4, input_size[1] // 4))
     clips = list_clips(data_root, split)
     frames = {c: clip_frames(data_root, c) for c in clips}
-    manifest = {"teacher": str(teacher), "teacher_model": meta.model.to_dict(),
+    manifest = {"teacher": str(teacher), "teacher_sha256": file_sha256(teacher),
+                "teacher_model": meta.model.to_dict(),
                 "class_set": meta.class_set.to_dict(), "num_classes": meta.model.num_classes,
                 "input_size": list(input_size), "size": list(size), "dtype": dtype,
-                "dataset": str(data_root), "split": split,
+                "dataset": str(data_root), "dataset_path": str(Path(data_root).resolve()),
+                "split": split,
                 "clips": {c: {"frames": len(f), "done": False} for c, f in frames.items()}}
     out.mkdir(parents=True, exist_ok=True)
     if (out / MANIFEST).is_file():
@@ -138,6 +142,14 @@ def export_logits(teacher: str | Path, data_root: str | Path, out: str | Path,
             if old.get(key, "float16" if key == "dtype" else None) != manifest[key]:
                 raise ValueError(f"{out} holds logits with another {key} ({old.get(key)} vs "
                                  f"{manifest[key]}); use a new --out folder")
+        # Which teacher and which frames (manifests before these keys cannot tell): a resume
+        # must not mix another teacher's logits, or another dataset's, into these.
+        for key, what in (("teacher_sha256", "teacher"), ("dataset_path", "dataset"),
+                          ("split", "split")):
+            if key in old and old[key] != manifest[key]:
+                raise ValueError(f"{out} holds logits of another {what} ({old.get(what)!r}"
+                                 f"); resume only with the same --teacher, --data and "
+                                 f"--split, or use a new --out folder")
         done = {c for c, v in old["clips"].items() if v.get("done")}
         manifest["clips"] = {c: {"frames": len(f), "done": c in done}
                              for c, f in frames.items()}

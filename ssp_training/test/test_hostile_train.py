@@ -136,6 +136,30 @@ def test_export_logits_input_size_must_be_multiples_of_32(synth, tmp_path, capsy
     assert sorted(p.name for p in tmp_path.iterdir()) == ["teacher.safetensors"]
 
 
+def test_export_logits_never_mixes_teachers_or_datasets(synth, tmp_path, capsys):
+    teachers = []
+    for seed in (0, 1):   # same architecture, other weights
+        torch.manual_seed(seed)
+        teachers.append(tmp_path / f"teacher{seed}.safetensors")
+        save_artifact(teachers[-1], create_model(preset("lite", input_size=(64, 96))), UAVID)
+    out = tmp_path / "logits"
+    argv = ["export-logits", "--data", str(synth), "--out", str(out), "--device", "cpu"]
+    assert _run(capsys, *argv, "--teacher", str(teachers[0]))[0] == 0
+    before = snapshot(out)
+    rc, err = _run(capsys, *argv, "--teacher", str(teachers[1]))
+    assert rc == 2
+    assert_one_error_line(err, "ssp_train", "holds logits of another teacher",
+                          "same --teacher, --data and --split")
+    other = tmp_path / "other_data"
+    shutil.copytree(synth, other)
+    rc, err = _run(capsys, "export-logits", "--data", str(other), "--out", str(out),
+                   "--device", "cpu", "--teacher", str(teachers[0]))
+    assert rc == 2
+    assert_one_error_line(err, "ssp_train", "holds logits of another dataset")
+    assert snapshot(out) == before
+    assert _run(capsys, *argv, "--teacher", str(teachers[0]))[0] == 0   # a true resume
+
+
 # ------------------------------------------------ a corrupt checkpoint: named, and kept
 @pytest.mark.parametrize("name,needle", [
     ("model.safetensors", "model.safetensors: Error while deserializing header"),
