@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 import zipfile
 
 import cv2
@@ -107,6 +108,16 @@ def test_root_topic_prefix_is_valid(dataset, tmp_path, capsys):
     assert "/image_raw, /camera_info, /labels" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("clip", ["../../elsewhere/data/synth_000", "..", "a/b"])
+def test_to_bag_clip_must_be_a_clip_name(clip, dataset, tmp_path, capsys,
+                                         assert_one_error_line):
+    rc, err = _run(capsys, "to-bag", "--root", str(dataset), "--clip", clip, "--out",
+                   str(tmp_path / "bag"), "--quiet")
+    assert rc == 2
+    assert_one_error_line(err, "ssp_data", "--clip", repr(clip), "is not a clip name")
+    assert list(tmp_path.iterdir()) == []
+
+
 # -------------------------------------------------------------- item 9: prepare --size
 def _video(path, n=4, size=(48, 64)):
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 20.0, size[::-1])
@@ -183,3 +194,17 @@ def test_streaming_cap_stops_a_member_larger_than_declared():
     with pytest.raises(ArchiveError, match="more than 1 MiB; refused"):
         _copy_capped(io.BytesIO(bytes(3 << 20)), None, 1 << 20, "member 'x'")
     assert len(_copy_capped(io.BytesIO(bytes(100)), None, MAX_READ_BYTES, "x")) == 100
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo"])
+def test_prepare_refuses_inputs_that_are_not_files_or_folders(special, tmp_path, capsys,
+                                                              assert_one_error_line):
+    if special == "fifo":
+        special = tmp_path / "uavid.zip"
+        os.mkfifo(special)   # reading it would block until a writer appears
+    out = tmp_path / "out"
+    rc, err = _run(capsys, "prepare", "uavid", "--uavid", str(special), "--out", str(out),
+                   "--quiet")
+    assert rc == 2
+    assert_one_error_line(err, "ssp_data", str(special), "not a regular file")
+    assert not out.exists()

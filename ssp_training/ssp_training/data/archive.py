@@ -269,6 +269,8 @@ def open_source(path: str | Path) -> Source:
         raise ArchiveError(f"input not found: {path}")
     if path.is_dir():
         return _FolderSource(path)
+    if not path.is_file():   # a device (/dev/zero), a FIFO, a socket: no end, or no data
+        raise ArchiveError(f"{path}: not a folder, .zip or .tar archive (not a regular file)")
     if zipfile.is_zipfile(path) or path.suffix.lower() == ".zip":
         return _ZipSource(path)
     if path.name.lower().endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")):

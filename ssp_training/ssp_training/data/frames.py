@@ -84,6 +84,14 @@ class DatasetInfo:
                    camera_matrix=None if k is None else np.asarray(k, np.float64))
 
 
+def check_clip_name(clip: str, root: str | Path, source: str) -> str:
+    """Return ``clip`` if it is one folder name under ``<root>/data``; else raise DataError."""
+    if clip in ("", ".", "..") or "/" in clip or "\\" in clip:
+        raise files.DataError(f"{source}: {clip!r} is not a clip name (one folder name under "
+                              f"{Path(root) / 'data'}, no path separators)")
+    return clip
+
+
 def list_clips(root: str | Path, split: str) -> list[str]:
     """Return the clip names of ``split`` (``<root>/<split>.txt``), checking they exist."""
     root = Path(root)
@@ -97,9 +105,7 @@ def list_clips(root: str | Path, split: str) -> list[str]:
                               ) from None
     clips = [line.strip() for line in text.splitlines() if line.strip()]
     for c in clips:
-        if c in (".", "..") or "/" in c or "\\" in c:
-            raise files.DataError(f"{path}: {c!r} is not a clip name (one folder name under "
-                                  f"{root / 'data'}, no path separators)")
+        check_clip_name(c, root, str(path))
     twice = sorted({c for c in clips if clips.count(c) > 1})
     if twice:
         raise files.DataError(f"{path} lists clip{'s' if len(twice) > 1 else ''} "

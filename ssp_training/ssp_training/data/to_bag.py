@@ -31,8 +31,8 @@ from ssp_perception.progress import progress_bar
 from ssp_perception.ros_names import check_topic_name
 import yaml
 
-from .frames import (clip_frames, DatasetInfo, list_clips, load_frame, load_mask, sibling,
-                     SPLITS)
+from .frames import (check_clip_name, clip_frames, DatasetInfo, list_clips, load_frame,
+                     load_mask, sibling, SPLITS)
 
 TYPESTORE = Stores.ROS2_KILTED
 BAG_VERSION = 9
@@ -91,7 +91,7 @@ def _clips_of(root: Path, clip_or_split: str) -> list[str]:
         if not clips:
             raise ValueError(f"split {clip_or_split!r} of {root} is empty")
         return clips
-    if (root / "data" / clip_or_split / "origin").is_dir():
+    if (root / "data" / check_clip_name(clip_or_split, root, "--clip") / "origin").is_dir():
         return [clip_or_split]
     raise ValueError(f"{clip_or_split!r} is neither a split ({', '.join(SPLITS)}) nor a clip "
                      f"of {root / 'data'}")
