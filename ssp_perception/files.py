@@ -21,9 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 import contextlib
+import glob
 import json
 import os
 from pathlib import Path
+import re
 import shutil
 import threading
 import time
@@ -173,6 +175,42 @@ def staged_dir(dest: str | os.PathLike, tool: str, force: bool = False,
             os.replace(stage, dest)
     finally:
         remove_tree(stage)
+
+
+def process_alive(pid: int) -> bool:
+    """Return whether a process ``pid`` exists on this machine (another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_stages(dest: str | os.PathLike, tool: str) -> list[Path]:
+    """Remove the staging folders of ``dest`` that a killed ``tool`` process left behind.
+
+    ``kill -9`` gives :func:`staged_dir` no chance to clean up. Only folders that prove to be
+    such are removed: named as :func:`staged_dir` names the staging folders of ``dest``
+    (``.<name>.staging-<pid>-<thread>``), holding the marker naming ``tool``, owned by this
+    user, and whose process no longer exists. Return the removed folders.
+    """
+    dest = Path(dest)
+    pattern = re.compile(rf"\.{re.escape(dest.name)}\.staging-(\d+)-\d+")
+    removed = []
+    for stage in dest.parent.glob(f".{glob.escape(dest.name)}.staging-*"):
+        match = pattern.fullmatch(stage.name)
+        try:
+            if (match is None or stage.is_symlink() or not stage.is_dir()
+                    or stage.stat().st_uid != os.getuid() or _marker_tool(stage) != tool
+                    or process_alive(int(match[1]))):
+                continue
+        except OSError:
+            continue
+        remove_tree(stage)
+        removed.append(stage)
+    return removed
 
 
 def remove_tree(path: Path, attempts: int = 5) -> None:
