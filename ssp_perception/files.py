@@ -26,9 +26,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 import contextlib
+import glob
 import json
 import os
 from pathlib import Path
+import re
 import shutil
 import threading
 import time
@@ -210,10 +212,13 @@ def staged_dir(dest: str | os.PathLike, tool: str, force: bool = False,
     hidden sibling of ``dest`` (same file system, so the final rename is atomic) and gets the
     marker naming ``tool``. On an exception the staging folder is deleted and ``dest`` keeps
     whatever it held before. ``legacy`` and ``inputs`` are passed on to
-    :func:`check_output_target`. If another process creates or replaces ``dest`` meanwhile,
-    the finished output is kept beside it and :class:`OutputError` says where.
+    :func:`check_output_target`. Staging folders of ``dest`` that killed runs of ``tool`` left
+    (:func:`remove_stale_stages`) are removed first. If another process creates or replaces
+    ``dest`` meanwhile, the finished output is kept beside it and :class:`OutputError` says
+    where.
     """
     dest = check_output_target(dest, tool, force, flag, legacy, inputs)
+    remove_stale_stages(dest, tool)   # what a killed (kill -9, segfault) run of tool left
     before = _identity(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     stage = _temp_sibling(dest, "staging")
@@ -256,6 +261,42 @@ def _keep_beside(stage: Path, dest: Path, tool: str) -> None:
     os.replace(stage, kept)
     raise OutputError(f"{dest}: was created or replaced by another process while {tool} ran; "
                       f"it was left as it is, and this run's output is in {kept}")
+
+
+def process_alive(pid: int) -> bool:
+    """Return whether a process ``pid`` exists on this machine (another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_stages(dest: str | os.PathLike, tool: str) -> list[Path]:
+    """Remove the staging folders of ``dest`` that a killed ``tool`` process left behind.
+
+    ``kill -9`` gives :func:`staged_dir` no chance to clean up. Only folders that prove to be
+    such are removed: named as :func:`staged_dir` names the staging folders of ``dest``
+    (``.<name>.staging-<pid>-<thread>``), holding the marker naming ``tool``, owned by this
+    user, and whose process no longer exists. Return the removed folders.
+    """
+    dest = Path(dest)
+    pattern = re.compile(rf"\.{re.escape(dest.name)}\.staging-(\d+)-\d+")
+    removed = []
+    for stage in dest.parent.glob(f".{glob.escape(dest.name)}.staging-*"):
+        match = pattern.fullmatch(stage.name)
+        try:
+            if (match is None or stage.is_symlink() or not stage.is_dir()
+                    or stage.stat().st_uid != os.getuid() or _marker_tool(stage) != tool
+                    or process_alive(int(match[1]))):
+                continue
+        except OSError:
+            continue
+        remove_tree(stage)
+        removed.append(stage)
+    return removed
 
 
 def remove_tree(path: Path, attempts: int = 5) -> None:

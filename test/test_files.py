@@ -3,6 +3,7 @@
 import itertools
 import os
 from pathlib import Path
+import subprocess
 import threading
 import time
 
@@ -175,3 +176,17 @@ def test_a_report_replaces_only_an_earlier_report_of_its_tool(tmp_path: Path) ->
         files.check_report_file(tmp_path, "demo_tool")
     with pytest.raises(files.OutputError, match="is a file, not a folder"):
         files.check_report_file(tmp_path / "empty" / "r.json", "demo_tool")
+
+
+def test_staged_dir_removes_the_staging_folder_a_killed_run_left(tmp_path: Path) -> None:
+    done = subprocess.Popen(["true"])   # its pid names no process once it has ended
+    done.wait()
+    dest = tmp_path / "out"
+    stale = tmp_path / f".out.staging-{done.pid}-1"   # as a kill -9 (or a segfault) leaves it
+    stale.mkdir()
+    files.atomic_write_json(stale / files.OUTPUT_MARKER, {"tool": "demo_tool"})
+    foreign = tmp_path / f".out.staging-{done.pid}-2"  # not demo_tool's: never touched
+    foreign.mkdir()
+    with files.staged_dir(dest, "demo_tool") as stage:
+        (stage / "result.txt").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [foreign.name, "out"]

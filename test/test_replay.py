@@ -8,10 +8,15 @@ replay gets a private ROS domain so that other processes' traffic cannot reach i
 import json
 import os
 from pathlib import Path
+import subprocess
+import sys
+import time
 
 import cv2
 import numpy as np
 import pytest
+import rclpy
+from rclpy.parameter import Parameter
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import get_typestore, Stores
@@ -21,6 +26,8 @@ from ssp_perception.classes import UAVID
 from ssp_perception.config import preset
 from ssp_perception.files import OutputError
 from ssp_perception.models import create_model
+from ssp_perception.ros.node import SegmentationNode, StartupError
+from ssp_perception.ros.replay import config as replay_config
 from ssp_perception.ros.replay.bag import ensure_type
 from ssp_perception.ros.replay.cli import main
 from ssp_perception.ros.replay.config import (IMAGE_MODEL_OVERRIDES, load_params_file,
@@ -29,6 +36,8 @@ from ssp_perception.ros.replay.config import (IMAGE_MODEL_OVERRIDES, load_params
 from ssp_perception.ros.replay.report import decode_labels
 from ssp_perception.ros.replay.run import replay
 from ssp_perception.synthetic import synthetic_frames
+from ssp_perception.testing import assert_one_error_line, console_code, snapshot
+import yaml
 
 pytestmark = pytest.mark.slow
 
@@ -199,7 +208,10 @@ def test_a_resolution_change_and_a_stamp_going_back_mid_bag(artifact, tmp_path):
     ("bad_encoding", r"bag .*odd: frame stamped 1000000000 ns on /camera/image_raw: "
                      r"unknown image encoding 'yuv9'"),
     ("unknown_param", r"ssp_node has no parameter\(s\) no_such_param"),
-    ("no_labels", r"ssp_node publishes no labels topic"),
+    ("no_labels", r"publish_labels false cannot be replayed"),
+    ("other_topics", r"image_topics \['cam0/image'\] cannot be replayed: ssp_replay feeds "
+                     r"the node's input topic 'image'"),
+    ("compressed_input", r"input_transport 'compressed' cannot be replayed"),
     ("no_bag", r"bag .*nowhere does not exist"),
 ])
 def test_unusable_input_fails_clearly_and_leaves_nothing(case, match, bag, artifact, tmp_path):
@@ -221,6 +233,10 @@ def test_unusable_input_fails_clearly_and_leaves_nothing(case, match, bag, artif
         kw["params"] = (("no_such_param", 1),)
     elif case == "no_labels":
         kw["params"] = (("publish_labels", False),)
+    elif case == "other_topics":
+        kw["params"] = (("image_topics", ["cam0/image"]),)
+    elif case == "compressed_input":
+        kw["params"] = (("input_transport", "compressed"),)
     else:
         path = tmp_path / "nowhere"
     with pytest.raises(ReplayError, match=match):
@@ -259,7 +275,7 @@ def test_parameters_from_file_and_command_line(tmp_path):
     values = load_params_file(ROOT / "config" / "uav.yaml")
     assert values["stream.max_gap_s"] == 0.5 and "registration.method" in values
     cfg = ReplayConfig(bag=tmp_path, params_file=ROOT / "config" / "uav.yaml",
-                       params=(parse_param("stream.max_gap_s:=2"),
+                       params=(parse_param("stream.max_gap_s:=2.0"),
                                parse_param("device:=cpu")))
     ssp = node_parameters(cfg, "ssp")
     assert ssp["stream.max_gap_s"] == 2.0 and isinstance(ssp["stream.max_gap_s"], float)
@@ -287,3 +303,138 @@ def test_ssp_msgs_types_register_from_msg_files():
     assert status.RESET_TIME_GAP == 4
     with pytest.raises(ReplayError, match="no message definition for nope_msgs/msg/X"):
         ensure_type(store, "nope_msgs/msg/X")
+
+
+@pytest.mark.parametrize("params", [
+    {"stream.max_gap_s": 1},                        # an integer for a double
+    {"stream.max_gap_s": 1.0, "num_threads": 1.5},  # a double for an integer
+    {"overlay_alpha": 2.0},                         # a value the node's config refuses
+    {"stream.max_gap_s": 1.0, "registration.method": "orb"},
+])
+def test_parameter_files_are_checked_as_the_node_checks_them(params, artifact, tmp_path):
+    # ssp_node is the reference: the replay refuses exactly what the node refuses to start on.
+    file = tmp_path / "k.yaml"
+    file.write_text(yaml.safe_dump({"ssp_node": {"ros__parameters": params}}))
+    cfg = ReplayConfig(bag=tmp_path, params_file=file)
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=DOMAIN)
+    try:
+        node = SegmentationNode(context=context, parameter_overrides=[
+            Parameter("model_path", value=str(artifact)),
+            *(Parameter(k, value=v) for k, v in load_params_file(file).items())])
+        node.destroy_node()
+        node_refuses = None
+    except StartupError as err:
+        node_refuses = str(err)
+    finally:
+        rclpy.shutdown(context=context)
+    if node_refuses is None:
+        assert node_parameters(cfg, "ssp") == params
+    else:
+        with pytest.raises(ReplayError) as info:
+            node_parameters(cfg, "ssp")
+        key = "must be of type" if "must be of type" in node_refuses else "overlay_alpha"
+        assert key in node_refuses and key in str(info.value)
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["-p", "stream.input_size:=[1,"], ("-p stream.input_size:=[1,", "not valid YAML")),
+    (["--params-file", "{bad}"], ("--params-file", "k.yaml: cannot read it", "utf-8")),
+    (["--params-file", "{missing}"], ("--params-file", "missing.yaml: no such file")),
+    (["-p", "stream.max_gap_s:=1"], ("'stream.max_gap_s' must be of type double",)),
+    (["-p", "publish_labels:=false"], ("publish_labels false cannot be replayed",)),
+], ids=["malformed_value", "not_utf8", "missing_file", "integer_for_double", "no_labels"])
+def test_bad_node_parameters_are_one_line_before_anything_runs(args, needles, bag, tmp_path,
+                                                               capsys):
+    bad = tmp_path / "k.yaml"
+    bad.write_bytes(b"\xff\xfe\x00garbage")
+    args = [a.format(bad=bad, missing=tmp_path / "missing.yaml") for a in args]
+    before = snapshot(tmp_path)
+    start = time.monotonic()
+    assert main([str(bag), "--out", str(tmp_path / "out"), "--no-progress", *args]) == 2
+    assert_one_error_line(capsys.readouterr().err, "ssp_replay", *needles)
+    assert time.monotonic() - start < 5.0     # refused up front: no node, no 300 s wait
+    assert snapshot(tmp_path) == before
+
+
+def test_user_parameters_never_reach_the_replays_own_rcl(bag, artifact, tmp_path, capfd,
+                                                         monkeypatch):
+    # The console script's argv holds the user's -p name:=value; rcl read it as remap rules.
+    args = [str(bag), "--out", str(tmp_path / "out"), "--no-progress", "--no-compare",
+            "--no-video", "--in-process", "--domain-id", str(DOMAIN),
+            "-p", f"model_path:={artifact}", "-p", "num_threads:=1"]
+    monkeypatch.setattr(sys, "argv", ["ssp_replay", *args])
+    assert main(args) == 0
+    out, err = capfd.readouterr()
+    assert "remap rule" not in err and "deprecated" not in err, err
+    assert out.strip().splitlines()[-1] == f"report, plots and bag in {tmp_path / 'out'}"
+
+
+def test_a_node_that_never_advertises_labels_fails_in_seconds(bag, artifact, tmp_path,
+                                                              monkeypatch):
+    # Were image_topics accepted, the node's labels would be /ssp/cam0/labels: the replay
+    # gives up a few seconds after the node's class_info appears (was 300 s).
+    monkeypatch.setattr(replay_config, "check_replayable", lambda values: None)
+    start = time.monotonic()
+    with pytest.raises(ReplayError, match=r"did not advertise \['/ssp/labels', '/ssp/status'\] "
+                                          r"within 5 s of its class_info \(it advertises "
+                                          r".*/ssp/class_info"):
+        replay(_cfg(bag, tmp_path / "out", artifact, compare=False, in_process=False,
+                    params=(("image_topics", ["cam0/image"]),)))
+    assert time.monotonic() - start < 60.0
+    assert not list(tmp_path.iterdir())
+
+
+def test_ground_truth_outside_the_class_set_fails_before_any_frame(artifact, tmp_path, capsys):
+    bag = tmp_path / "bag"
+    with Writer(bag, version=9, storage_plugin=StoragePlugin.SQLITE3) as writer:
+        images = writer.add_connection("/camera/image_raw", IMAGE, typestore=TS)
+        labels = writer.add_connection("/camera/labels", IMAGE, typestore=TS)
+        for k, (rgb, _) in enumerate(synthetic_frames(FRAME, 4, seed=1, speed=2.0)):
+            t = 1_000_000_000 + k * 100_000_000
+            gt = np.full(FRAME, 255 if k == 0 else 3, np.uint8)   # 255 = ignore: fine
+            gt[:4, :4] = 200 if k in (2, 3) else gt[0, 0]
+            writer.write(images, t, _image(rgb, "rgb8", t))
+            writer.write(labels, t, _image(gt, "mono8", t))
+    before = snapshot(tmp_path)
+    args = [str(bag), "--label-topic", "/camera/labels", "--out", str(tmp_path / "out"),
+            "--no-progress", "--in-process", "--domain-id", str(DOMAIN),
+            "-p", f"model_path:={artifact}", "-p", "num_threads:=1"]
+    start = time.monotonic()
+    assert main(args) == 2
+    assert_one_error_line(capsys.readouterr().err, "ssp_replay",
+                          "label message stamped 1200000000 ns on /camera/labels holds class "
+                          "ids 200 outside the model's 8 classes [0, 8) (255 = ignore) "
+                          "(and 1 more masks)")
+    assert time.monotonic() - start < 10.0     # at the node's class_info, not after the run
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc")
+def test_an_output_that_cannot_be_written_is_one_line_up_front(bag, tmp_path, capsys):
+    for out in (Path("/proc/sspout"), Path("/proc/sspout/deeper")):
+        start = time.monotonic()
+        assert main([str(bag), "--out", str(out), "--no-progress"]) == 2
+        assert_one_error_line(capsys.readouterr().err, "ssp_replay",
+                              f"--out {out}: cannot write in /proc")
+        assert time.monotonic() - start < 5.0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ulimit -f")
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_a_full_disk_is_one_line_naming_out(bag, artifact, tmp_path, storage):
+    # ulimit -f: every write past 256 KiB fails (EFBIG) as on a full disk (Python ignores
+    # SIGXFSZ). The output bag (inputs + four images per frame) is larger than that.
+    out = tmp_path / "out"
+    args = [str(bag), "--out", str(out), "--no-progress", "--no-compare", "--in-process",
+            "--storage", storage, "--domain-id", str(DOMAIN), "-p", f"model_path:={artifact}",
+            "-p", "num_threads:=1"]
+    proc = subprocess.run(
+        ["bash", "-c", 'ulimit -f 256 && exec "$@"', "bash", sys.executable, "-c",
+         console_code("ssp_replay"), *args],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "ROS_LOG_DIR": str(tmp_path / "ros_log")})
+    assert proc.returncode == 1, proc.stderr
+    assert "Exception in thread" not in proc.stderr
+    assert_one_error_line(proc.stderr, "ssp_replay", f"cannot write the output bag {out}/bag")
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))

@@ -9,6 +9,7 @@ elapsed-time checks by far.
 import json
 import time
 
+import cv2
 import numpy as np
 import pytest
 from rosbags.rosbag2 import StoragePlugin, Writer
@@ -129,3 +130,48 @@ def test_nan_model_fails_fast_with_the_node_in_its_own_process(tmp_path, nan_mod
     assert_one_error_line(err, "ssp_replay", "ssp_node rejected frame 0", "nonfinite_output")
     assert time.monotonic() - start < 90.0     # includes the node process's start-up
     assert sorted(p.name for p in tmp_path.iterdir()) == ["flight"]
+
+
+def write_unreadable_bag(path, kind):
+    """Write N frames; frame 2 a CompressedImage that does not decode or a cut-short message."""
+    compressed = kind == "undecodable"
+    msgtype = "sensor_msgs/msg/CompressedImage" if compressed else tr.IMAGE
+    with Writer(path, version=9, storage_plugin=StoragePlugin.SQLITE3) as writer:
+        conn = writer.add_connection("/camera/image_raw", msgtype, typestore=tr.TS)
+        for k, (rgb, _) in enumerate(synthetic_frames(tr.FRAME, N, seed=1, speed=2.0)):
+            t = 1_000_000_000 + k * 100_000_000
+            if compressed:
+                ok, png = cv2.imencode(".png", rgb)
+                data = np.frombuffer(b"garbage" * 43, np.uint8) if k == 2 else png.reshape(-1)
+                raw = tr.TS.serialize_cdr(tr.TS.types[msgtype](
+                    header=tr._header(t), format="png", data=data), msgtype)
+            else:
+                raw = tr._image(rgb, "rgb8", t)
+                raw = raw[:40] if k == 2 else raw   # the header, then nothing
+            writer.write(conn, t, raw)
+    return path
+
+
+@pytest.mark.parametrize("kind, words", [
+    ("undecodable", "cannot be decoded: cannot decode 301 bytes"),
+    ("undeserialisable", "cannot be deserialised as sensor_msgs/msg/Image"),
+])
+def test_frames_the_replay_cannot_read_fail_naming_them_or_are_skipped(tmp_path, model, kind,
+                                                                       words, capsys):
+    bag = write_unreadable_bag(tmp_path / "bag", kind)
+    before = snapshot(tmp_path)
+    start = time.monotonic()
+    assert main(_args(bag, tmp_path / "out", model, "--no-compare")) == 2
+    assert_one_error_line(capsys.readouterr().err, "ssp_replay",
+                          "frame 2 (stamp 1200000000 ns) on /camera/image_raw", words,
+                          "--on-bad-frame skip")
+    assert time.monotonic() - start < 10.0     # before the node starts
+    assert snapshot(tmp_path) == before
+
+    result = replay(tr._cfg(bag, tmp_path / "out", model, on_bad_frame="skip"))
+    for name, mode in result.report["modes"].items():
+        assert mode["frames_in"] == N and mode["frames_out"] == N - 1
+        assert mode["rejected"] == 1 and mode["rejected_reasons"] == {kind: 1}
+        assert mode["dropped"] == 0 and mode["tc_pairs"] == N - 2   # (1, 3) spans it
+        assert [k for k, r in enumerate(result.runs[name].records) if r.rejected] == [2]
+    assert len(tr._bag_messages(tmp_path / "out" / "bag")["/camera/image_raw"]) == N - 1

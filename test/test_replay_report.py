@@ -2,6 +2,7 @@
 
 import json
 import math
+import warnings
 
 import cv2
 import numpy as np
@@ -263,4 +264,15 @@ def test_plots_and_side_by_side_video(tmp_path):
     assert ok and img.shape[:2] == (2 * 64, 2 * 96)  # no labels in the bag: no GT column
     names = write_plots(tmp_path, runs, {r.name: ev.series(r.name) for r in runs})
     assert sorted(names) == sorted(PLOT_FILES.values())
+    assert all((tmp_path / n).stat().st_size > 1000 for n in names)
+
+
+def test_plots_of_a_one_frame_bag_warn_about_nothing(tmp_path):
+    # One frame: a latency bar but no TC pair, so the TC and flip-rate plots have no curve.
+    _, labels = _clip(1)
+    runs = [_run("ssp", labels)]
+    ev = Evaluator(runs, PALETTE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")     # matplotlib's "No artists with labels" included
+        names = write_plots(tmp_path, runs, {"ssp": ev.series("ssp")})
     assert all((tmp_path / n).stat().st_size > 1000 for n in names)

@@ -58,17 +58,7 @@ def check_params_files(args: list[str]) -> None:
         if not name:
             raise RosArgsError("--params-file needs a file name")
         path = Path(name)
-        if not path.is_file():
-            raise RosArgsError(f"--params-file {path}: no such file")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, UnicodeDecodeError) as err:
-            raise RosArgsError(f"--params-file {path}: cannot read it: {err}") from None
-        except yaml.YAMLError as err:
-            where = getattr(err, "problem_mark", None)
-            line = f" (line {where.line + 1})" if where is not None else ""
-            problem = getattr(err, "problem", None) or "invalid YAML"
-            raise RosArgsError(f"--params-file {path}: not valid YAML{line}: {problem}") from None
+        data = read_params_yaml(path)
         sections = data if isinstance(data, dict) else {}
         if not sections or not all(_is_node_section(v) for v in sections.values()):
             raise RosArgsError(f"--params-file {path}: expected a ROS 2 parameter file: "
@@ -91,6 +81,29 @@ def _check_arrays(path: Path, params: dict, prefix: str) -> None:
                     f"--params-file {path}: {name}: {value!r} mixes {' and '.join(sorted(kinds))}"
                     f" values; a ROS 2 array holds one type (e.g. [384, 640] for integers, "
                     f"[0.5, 1.0] for doubles)")
+
+
+def read_params_yaml(path: Path, flag: str = "--params-file") -> Any:
+    """Return the YAML of a parameter file; RosArgsError (one line) if it cannot be read.
+
+    Shared by ssp_node and ssp_replay: a missing file, one that is not UTF-8 text and one that
+    is not valid YAML are each one line naming ``flag`` and the file.
+    """
+    if not path.is_file():
+        raise RosArgsError(f"{flag} {path}: no such file")
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError) as err:
+        raise RosArgsError(f"{flag} {path}: cannot read it: {err}") from None
+    except yaml.YAMLError as err:
+        raise RosArgsError(f"{flag} {path}: not valid YAML{yaml_problem(err)}") from None
+
+
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """Return ``" (line N): <problem>"`` of a YAML error, without the parser's snippet."""
+    where = getattr(err, "problem_mark", None)
+    line = f" (line {where.line + 1})" if where is not None else ""
+    return f"{line}: {getattr(err, 'problem', None) or 'invalid YAML'}"
 
 
 def _is_node_section(value: Any) -> bool:
@@ -167,4 +180,4 @@ def usage(specs: Iterable[Any]) -> str:
 
 
 __all__ = ["RosArgsError", "check_params_files", "init", "params_files", "rcl_message",
-           "undeclared_warnings", "usage", "user_args"]
+           "read_params_yaml", "undeclared_warnings", "usage", "user_args", "yaml_problem"]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import math
 from pathlib import Path
 import queue
+import struct
 import threading
 from typing import Any, Iterator
 
@@ -21,10 +22,11 @@ from rosbags.interfaces import QosTime
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import get_types_from_msg, get_typestore, Stores
 
-from .config import ReplayConfig, ReplayError
+from .config import ReplayConfig, ReplayError, WriteError
 from .report import encode_labels
 from ..conversions import (COMPRESSED_TYPE, IMAGE_TYPE, LABEL_ENCODINGS, mono8_array,
                            rgb8_image_message, stamp_ns)
+from ...cli import one_line
 from ...encodings import decode_compressed, decode_image, EncodingError
 
 
@@ -41,6 +43,28 @@ class Frame:
     """Serialised sensor_msgs/Image (CompressedImage input is decoded to rgb8 first)."""
     msg: Any
     """The same image, deserialised by rosbags (for the evaluation pass)."""
+    bad: str = ""
+    """Why the replay cannot read this frame itself ("undeserialisable", "undecodable"); only
+    with ``--on-bad-frame skip`` (``fail`` stops instead). Then ``cdr`` is empty, ``msg`` None."""
+    detail: str = ""
+    """The one-line reason of ``bad``."""
+
+
+UNREADABLE_STAMP = -1
+"""The stamp of a frame whose header cannot be read (a message cut short)."""
+
+
+def raw_stamp(cdr: bytes) -> int:
+    """Return the header stamp of a serialised message from its first bytes, or -1.
+
+    Every message the replay reads starts with a std_msgs/Header, whose stamp follows the
+    4-byte CDR encapsulation (byte 1 odd: little endian), so it is readable even where the
+    rest of the message is not.
+    """
+    if len(cdr) < 12:
+        return UNREADABLE_STAMP
+    sec, nanosec = struct.unpack_from("<iI" if cdr[1] & 1 else ">iI", cdr, 4)
+    return sec * 1_000_000_000 + nanosec
 
 
 @dataclass(frozen=True)
@@ -57,6 +81,8 @@ class BagIndex:
     """Ground truth by header stamp, PNG-compressed."""
     unmatched_labels: int = 0
     """Ground-truth messages whose stamp matched no image."""
+    label_ids: dict[int, tuple[int, ...]] = field(default_factory=dict, repr=False)
+    """The ids each ground-truth mask holds, by header stamp (checked against the classes)."""
 
     @property
     def frames(self) -> int:
@@ -129,22 +155,32 @@ class BagSource:
             log_times: list[int] = []
             seen: set[int] = set()
             labels: dict[int, bytes] = {}
+            label_ids: dict[int, tuple[int, ...]] = {}
+            checked = False
             for conn, log_ns, raw in self._messages(reader, image_conns + label_conns):
-                msg = self._deserialize(raw, conn)
-                stamp = stamp_ns(msg.header)
                 if conn.topic == cfg.label_topic:
-                    labels[stamp] = encode_labels(self._label_array(msg, stamp))
+                    msg = self._deserialize(raw, conn)
+                    stamp = stamp_ns(msg.header)
+                    mask = self._label_array(msg, stamp)
+                    labels[stamp] = encode_labels(mask)
+                    label_ids[stamp] = tuple(np.flatnonzero(np.bincount(mask.ravel())).tolist())
                     continue
                 if cfg.max_frames and len(stamps) >= cfg.max_frames:
                     continue
-                if stamp in seen:
-                    raise ReplayError(
-                        f"bag {self.path}: topic {cfg.image_topic} has two frames stamped "
-                        f"{stamp} ns; outputs are matched to frames by header stamp")
-                if not stamps:  # an undecodable encoding fails here, not as N timeouts
-                    self.rgb(self._publishable(k=0, log_ns=log_ns, raw=raw, msg=msg, conn=conn))
-                seen.add(stamp)
-                stamps.append(stamp)
+                # The first readable frame is decoded (an unusable encoding fails here, not
+                # as N timeouts); of the others the stamps are enough.
+                frame = self._frame(len(stamps), log_ns, raw, conn, decode=not checked)
+                if not frame.bad:
+                    if not checked:
+                        self.rgb(frame)
+                        checked = True
+                    if frame.stamp_ns in seen:
+                        raise ReplayError(
+                            f"bag {self.path}: topic {cfg.image_topic} has two frames stamped "
+                            f"{frame.stamp_ns} ns; outputs are matched to frames by header "
+                            f"stamp")
+                    seen.add(frame.stamp_ns)
+                stamps.append(frame.stamp_ns)
                 log_times.append(log_ns)
             image_type = image_conns[0].msgtype
         finally:
@@ -156,7 +192,26 @@ class BagSource:
             raise ReplayError(f"bag {self.path}: no message on label topic {cfg.label_topic} "
                               f"shares a header stamp with {cfg.image_topic}")
         return BagIndex(self.path, _storage_of(self.path), image_type, tuple(stamps),
-                        tuple(log_times), matched, len(labels) - len(matched))
+                        tuple(log_times), matched, len(labels) - len(matched),
+                        {s: label_ids[s] for s in matched})
+
+    def check_label_ids(self, index: BagIndex, num_classes: int, ignore_index: int) -> None:
+        """Raise ReplayError naming the first ground-truth mask with ids outside the classes.
+
+        Called once the node named its classes (``class_info``), before any frame is sent.
+        """
+        bad = {s: [i for i in ids if i >= num_classes and i != ignore_index]
+               for s, ids in index.label_ids.items()}
+        bad = {s: ids for s, ids in bad.items() if ids}
+        if not bad:
+            return
+        first = next(s for s in index.stamps if s in bad)
+        more = f" (and {len(bad) - 1} more masks)" if len(bad) > 1 else ""
+        raise ReplayError(f"bag {self.path}: label message stamped {first} ns on "
+                          f"{self.cfg.label_topic} holds class ids "
+                          f"{', '.join(map(str, bad[first][:10]))} outside the model's "
+                          f"{num_classes} classes [0, {num_classes}) ({ignore_index} = "
+                          f"ignore){more}")
 
     def _messages(self, reader: Reader, conns: list) -> Iterator[tuple[Any, int, bytes]]:
         try:
@@ -169,8 +224,51 @@ class BagSource:
         try:
             return self.typestore.deserialize_cdr(raw, conn.msgtype)
         except Exception as err:
-            raise ReplayError(f"bag {self.path}: a message on {conn.topic} cannot be "
-                              f"deserialised as {conn.msgtype}: {err}") from err
+            raise ReplayError(f"bag {self.path}: a message stamped {raw_stamp(raw)} ns on "
+                              f"{conn.topic} cannot be deserialised as {conn.msgtype}: "
+                              f"{err}") from err
+
+    def _message(self, k: int, raw: bytes, conn: Any) -> Any:
+        """Return image message ``k`` deserialised, or None where --on-bad-frame skip skips it."""
+        try:
+            return self.typestore.deserialize_cdr(raw, conn.msgtype)
+        except Exception as err:
+            self._bad_frame(k, raw_stamp(raw), f"cannot be deserialised as {conn.msgtype}: "
+                            f"{one_line(err)}")
+            return None
+
+    def _bad_frame(self, k: int, stamp: int, detail: str) -> None:
+        """Raise ReplayError naming frame ``k`` unless ``--on-bad-frame skip`` skips it."""
+        if self.cfg.on_bad_frame == "skip":
+            return
+        when = "stamp unreadable" if stamp == UNREADABLE_STAMP else f"stamp {stamp} ns"
+        raise ReplayError(f"bag {self.path}: frame {k} ({when}) on {self.cfg.image_topic} "
+                          f"{detail}; pass --on-bad-frame skip to replay the other frames "
+                          f"and count such frames in the report")
+
+    def _frame(self, k: int, log_ns: int, raw: bytes, conn: Any, decode: bool = True) -> Frame:
+        """Return frame ``k`` as publishable bytes; a bad one (skip) says why, see Frame.bad.
+
+        ``decode=False`` (the index pass): a CompressedImage is not decoded, only its stamp
+        and message are kept (``cdr`` empty).
+        """
+        msg = self._message(k, raw, conn)
+        if msg is None:
+            return Frame(k, raw_stamp(raw), log_ns, b"", None, "undeserialisable",
+                         f"cannot be deserialised as {conn.msgtype}")
+        if conn.msgtype != COMPRESSED_TYPE:
+            return Frame(k, stamp_ns(msg.header), log_ns, bytes(raw), msg)
+        if not decode:
+            return Frame(k, stamp_ns(msg.header), log_ns, b"", msg)
+        # The node subscribes to raw images, as it would behind an image_transport republisher.
+        try:
+            rgb = decode_compressed(msg.data, msg.format)
+        except EncodingError as err:
+            self._bad_frame(k, stamp_ns(msg.header), f"cannot be decoded: {err}")
+            return Frame(k, stamp_ns(msg.header), log_ns, b"", None, "undecodable", str(err))
+        image = rgb8_image_message(self.typestore, msg.header, rgb)
+        return Frame(k, stamp_ns(msg.header), log_ns,
+                     bytes(self.typestore.serialize_cdr(image, IMAGE_TYPE)), image)
 
     def _label_array(self, msg: Any, stamp: int) -> np.ndarray:
         if msg.encoding not in LABEL_ENCODINGS:
@@ -183,7 +281,12 @@ class BagSource:
         return mono8_array(msg).copy()
 
     def frames(self, index: BagIndex) -> Iterator[Frame]:
-        """Yield the frames to replay in bag order, as publishable sensor_msgs/Image bytes."""
+        """Yield the frames to replay in bag order, as publishable sensor_msgs/Image bytes.
+
+        A frame the replay cannot read itself (a message that cannot be deserialised, a
+        compressed image that cannot be decoded) stops with ReplayError naming its index and
+        stamp, or with ``--on-bad-frame skip`` comes as a :attr:`Frame.bad` frame.
+        """
         reader = self._open()
         try:
             conns = self._connections(reader, self.cfg.image_topic, "image")
@@ -191,16 +294,10 @@ class BagSource:
             for conn, log_ns, raw in self._messages(reader, conns):
                 if k >= index.frames:
                     break
-                msg = self._deserialize(raw, conn)
-                yield self._publishable(k, log_ns, raw, msg, conn)
+                yield self._frame(k, log_ns, raw, conn)
                 k += 1
         finally:
             reader.close()
-
-    def _publishable(self, k: int, log_ns: int, raw: bytes, msg: Any, conn: Any) -> Frame:
-        if conn.msgtype == COMPRESSED_TYPE:
-            msg, raw = self._decompress(msg)
-        return Frame(k, stamp_ns(msg.header), log_ns, bytes(raw), msg)
 
     def label_messages(self, index: BagIndex) -> Iterator[tuple[int, bytes]]:
         """Yield (stamp, serialised message) of the ground truth that matches replayed frames."""
@@ -213,16 +310,6 @@ class BagSource:
                     yield stamp, bytes(raw)
         finally:
             reader.close()
-
-    def _decompress(self, msg: Any) -> tuple[Any, bytes]:
-        # The node subscribes to raw images, as it would behind an image_transport republisher.
-        try:
-            rgb = decode_compressed(msg.data, msg.format)
-        except EncodingError as err:
-            raise ReplayError(f"bag {self.path}: frame stamped {stamp_ns(msg.header)} ns on "
-                              f"{self.cfg.image_topic}: {err}") from err
-        image = rgb8_image_message(self.typestore, msg.header, rgb)
-        return image, bytes(self.typestore.serialize_cdr(image, IMAGE_TYPE))
 
     def rgb(self, frame: Frame) -> np.ndarray:
         """Return the frame as H x W x 3 uint8 RGB."""
@@ -284,11 +371,13 @@ class BagRecorder:
 
     rosbags' sqlite3 storage may only be used by the thread that opened it, and callbacks run
     in the executor thread, so one writer thread owns the Writer and drains a queue. A write
-    error is raised by the next call (and by :meth:`close`).
+    error (a full disk) is raised by the next call and by :meth:`close` as WriteError naming
+    ``shown_as`` (the path the user knows; the bag is written into a staging folder).
     """
 
-    def __init__(self, path: Path, storage: str) -> None:
+    def __init__(self, path: Path, storage: str, shown_as: Path | None = None) -> None:
         self.path = path
+        self.shown_as = shown_as or path
         self.typestore = get_typestore(Stores.ROS2_KILTED)
         self._topics: set[str] = set()
         # Bounded: a writer that falls behind slows the producers instead of filling memory.
@@ -334,11 +423,15 @@ class BagRecorder:
                 except BaseException as err:
                     self._error = err
         finally:
-            writer.close()
+            try:
+                writer.close()   # writes the buffered chunks and metadata.yaml: may fail too
+            except BaseException as err:   # reported to the caller, not as a thread traceback
+                self._error = self._error or err
 
     def _check(self) -> None:
         if self._error is not None:
-            raise ReplayError(f"cannot write the output bag {self.path}: {self._error}")
+            raise WriteError(f"cannot write the output bag {self.shown_as}: "
+                             f"{one_line(self._error)}")
 
     def _put(self, item: Any) -> None:
         self._check()
@@ -348,7 +441,7 @@ class BagRecorder:
                 return
             except queue.Full:
                 if not self._thread.is_alive():
-                    raise ReplayError(f"the writer of {self.path} stopped") from None
+                    raise WriteError(f"the writer of {self.shown_as} stopped") from None
 
     def add(self, topic: str, ros_type: str, qos: QoSProfile | None = None) -> None:
         """Declare a topic once (its type is registered from .msg files when needed)."""

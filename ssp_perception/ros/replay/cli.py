@@ -23,7 +23,7 @@ import sys
 from typing import Sequence
 
 from .config import (BAD_FRAME_POLICIES, parse_param, REPLAY_MODES, ReplayConfig, ReplayError,
-                     STORAGES)
+                     STORAGES, WriteError)
 from .report import format_table
 from .run import replay
 from ...cli import ArgumentParser, run_main, UsageError
@@ -102,10 +102,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(str(err)) from None
         result = replay(cfg)
         print(format_table(result.report["modes"]))
-        print(f"\nreport, plots, video and bag in {result.out_dir}")
+        print(f"\n{outputs_line(cfg)} in {result.out_dir}")
         return 0
 
-    return run_main(body, "ssp_replay", usage_errors=(ReplayError, OutputError))
+    return run_main(body, "ssp_replay", usage_errors=(ReplayError, OutputError),
+                    runtime_errors=(WriteError,))
+
+
+def outputs_line(cfg: ReplayConfig) -> str:
+    """Return what the replay wrote: "report, plots, video and bag" (no video: --no-video)."""
+    return "report, plots, video and bag" if cfg.video else "report, plots and bag"
 
 
 if __name__ == "__main__":

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from rcl_interfaces.msg import ParameterType
+from rclpy.parameter import Parameter
 import yaml
 
-from ..params import parameter_specs
+from .. import ros_cli
+from ..params import build_configs, parameter_specs, ParamSpec
 
 REPLAY_MODES = ("lockstep", "realtime")
 STORAGES = ("same", "sqlite3", "mcap")
@@ -23,6 +25,10 @@ IMAGE_MODEL_OVERRIDES: dict[str, Any] = {"stream.propagate": False}
 
 class ReplayError(RuntimeError):
     """Raise for a problem with the bag, the topics or the node set-up (message says which)."""
+
+
+class WriteError(RuntimeError):
+    """Raise when the outputs cannot be written (a full disk): a runtime error, exit 1."""
 
 
 @dataclass(frozen=True)
@@ -103,15 +109,19 @@ def parse_param(text: str) -> tuple[str, Any]:
     name, sep, value = text.partition(":=")
     if not sep or not name.strip():
         raise ValueError(f"parameter {text!r} is not of the form name:=value")
-    return name.strip(), yaml.safe_load(value) if value.strip() else ""
+    try:
+        return name.strip(), yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError as err:
+        raise ValueError(f"-p {text}: the value is not valid YAML"
+                         f"{ros_cli.yaml_problem(err)}") from None
 
 
 def load_params_file(path: Path) -> dict[str, Any]:
     """Return the flattened ``ros__parameters`` of the node in a ROS 2 parameter YAML."""
     try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise ReplayError(f"cannot read parameter file {path}: {err}") from err
+        data = ros_cli.read_params_yaml(Path(path))   # ssp_node's reader: the same errors
+    except ros_cli.RosArgsError as err:
+        raise ReplayError(str(err)) from None
     if not isinstance(data, dict):
         raise ReplayError(f"parameter file {path} is not a mapping")
     params: dict[str, Any] = {}
@@ -136,10 +146,12 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def node_parameters(cfg: ReplayConfig, mode: str) -> dict[str, Any]:
-    """Return the node parameter values for ``mode`` ("ssp" or "image_model"), type-checked.
+    """Return the node parameter values for ``mode`` ("ssp" or "image_model"), checked.
 
-    Names are checked against the parameters ssp_node declares, and integers given for double
-    parameters are widened (ROS parameters are typed; ``-p stream.max_gap_s:=1`` means 1.0).
+    Checked as ssp_node checks them, before any node starts: names against the parameters it
+    declares, types as rclpy declares them (no widening: ``stream.max_gap_s: 1`` is an integer
+    and refused, as the node refuses it), values by the node's configs; then what the replay
+    itself needs of the node (:func:`check_replayable`).
     """
     values = load_params_file(cfg.params_file) if cfg.params_file else {}
     values.update(dict(cfg.params))
@@ -151,7 +163,47 @@ def node_parameters(cfg: ReplayConfig, mode: str) -> dict[str, Any]:
         raise ReplayError(f"ssp_node has no parameter(s) {', '.join(unknown)}; "
                           f"known: {', '.join(sorted(specs))}")
     for name, value in values.items():
-        if (specs[name].type_ == ParameterType.PARAMETER_DOUBLE and isinstance(value, int)
-                and not isinstance(value, bool)):
-            values[name] = float(value)
+        _check_type(specs[name], value)
+    try:
+        build_configs(values)
+    except ValueError as err:
+        raise ReplayError(f"ssp_node cannot start: {err}") from None
+    check_replayable(values)
     return values
+
+
+def _check_type(spec: ParamSpec, value: Any) -> None:
+    # What rclpy's typed declare_parameter does with an override of another type (the node
+    # then refuses to start); an empty list fits any array type.
+    try:
+        given = Parameter.Type.from_parameter_value(value)
+    except TypeError:
+        given = None
+    if value is None or given == spec.type_ or (value == [] and spec.type_ in _ARRAY_TYPES):
+        return
+    kind = Parameter.Type(spec.type_).name.lower()
+    raise ReplayError(f"parameter {spec.name!r} must be of type {kind} (write doubles with a "
+                      f"decimal point), got {value!r}")
+
+
+_ARRAY_TYPES = (ParameterType.PARAMETER_BOOL_ARRAY, ParameterType.PARAMETER_INTEGER_ARRAY,
+                ParameterType.PARAMETER_DOUBLE_ARRAY, ParameterType.PARAMETER_STRING_ARRAY)
+
+
+def check_replayable(values: dict[str, Any]) -> None:
+    """Refuse node parameters that take away the topics the replay feeds and waits for.
+
+    The replay publishes sensor_msgs/Image on the node's relative ``image`` topic and waits
+    for its ``labels`` and ``status``; without them every frame would wait out its timeout.
+    """
+    topics = values.get("image_topics")
+    if topics not in (None, [], ["image"], ("image",)):
+        raise ReplayError(f"image_topics {list(topics)} cannot be replayed: ssp_replay feeds "
+                          f"the node's input topic 'image' (leave image_topics unset)")
+    if values.get("input_transport", "raw") != "raw":
+        raise ReplayError(f"input_transport {values['input_transport']!r} cannot be replayed: "
+                          f"ssp_replay publishes sensor_msgs/Image (CompressedImage bags are "
+                          f"decoded first); leave it 'raw'")
+    if values.get("publish_labels", True) is False:
+        raise ReplayError("publish_labels false cannot be replayed: ssp_replay waits for "
+                          "every frame's labels (turn off color, overlay or confidence instead)")

@@ -19,7 +19,7 @@ from sensor_msgs.msg import Image
 from ssp_msgs.msg import ClassInfo, SegmentationStatus
 
 from .bag import BagRecorder, ensure_type, Frame
-from .config import ReplayError
+from .config import ReplayError, WriteError
 from .process import NodeProcess
 from .report import encode_labels, FrameRecord, StatusSample
 from ..conversions import (CLASS_INFO_TYPE, DIAGNOSTICS_TYPE, IMAGE_TYPE, mono8_array,
@@ -32,6 +32,11 @@ SKIP_TOPICS = ("/rosout", "/parameter_events")
 DRAIN_GRACE_S = 0.5
 # A node in its own process is done when its outputs have been quiet this long.
 PROCESS_QUIET_S = 2.0
+# A node in its own process has this long to load its model and advertise its outputs.
+NODE_START_TIMEOUT_S = 300.0
+# Its publishers are created together, just before class_info: once class_info is advertised,
+# labels and status follow within this time or never (parameters that moved or removed them).
+OUTPUTS_AFTER_CLASS_INFO_S = 5.0
 # Output types the replay records from a node in its own process (found through the graph).
 OUTPUT_TYPES = {IMAGE_TYPE: Image, STATUS_TYPE: SegmentationStatus,
                 CLASS_INFO_TYPE: ClassInfo, DIAGNOSTICS_TYPE: DiagnosticArray}
@@ -89,21 +94,7 @@ class NodeRun:
         """Return (topic, message class, offered QoS) of every output of the node."""
         if self.node is not None:
             return [(p.topic_name, p.msg_type, p.qos_profile) for p in self.node.publishers]
-        # Its own process: wait until the graph lists its outputs (model loading comes first).
-        wanted = {f"{namespace}/labels", f"{namespace}/status", f"{namespace}/class_info"}
-        deadline = time.monotonic() + 300.0
-        found: dict[str, str] = {}
-        while time.monotonic() < deadline:
-            self.process.check_alive()
-            found = {topic: types[0] for topic, types in
-                     self.io.get_publisher_names_and_types_by_node(
-                         "ssp_node", namespace)} if self._node_known(namespace) else {}
-            if wanted <= set(found):
-                break
-            time.sleep(0.1)
-        else:
-            raise ReplayError(f"ssp_node did not advertise {sorted(wanted - set(found))} "
-                              f"within 300 s")
+        self._wait_advertised(namespace)
         time.sleep(0.5)   # the rest of its publishers are created with these; let them show
         outputs = []
         for topic, ros_type in self.io.get_publisher_names_and_types_by_node(
@@ -114,6 +105,29 @@ class NodeRun:
                 qos = offers[0] if offers else QoSProfile(depth=1)
                 outputs.append((topic, OUTPUT_TYPES[ros_type[0]], qos))
         return outputs
+
+    def _wait_advertised(self, namespace: str) -> None:
+        """Wait until the graph lists the node's labels, status and class_info (or fail).
+
+        Model loading comes first (NODE_START_TIMEOUT_S); once class_info shows, the others
+        must follow within OUTPUTS_AFTER_CLASS_INFO_S.
+        """
+        class_info = f"{namespace}/class_info"
+        wanted = {f"{namespace}/labels", f"{namespace}/status", class_info}
+        deadline = time.monotonic() + NODE_START_TIMEOUT_S
+        within = f"within {NODE_START_TIMEOUT_S:.0f} s"
+        found: set[str] = set()
+        while not wanted <= found:
+            self.process.check_alive()
+            if time.monotonic() > deadline:
+                raise ReplayError(f"ssp_node did not advertise {sorted(wanted - found)} {within} "
+                                  f"(it advertises {sorted(found) or 'nothing'})")
+            time.sleep(0.1)
+            found = ({topic for topic, _ in self.io.get_publisher_names_and_types_by_node(
+                "ssp_node", namespace)} if self._node_known(namespace) else set())
+            if class_info in found and not within.endswith("class_info"):
+                deadline = time.monotonic() + OUTPUTS_AFTER_CLASS_INFO_S
+                within = f"within {OUTPUTS_AFTER_CLASS_INFO_S:.0f} s of its class_info"
 
     def _node_known(self, namespace: str) -> bool:
         return ("ssp_node", namespace) in self.io.get_node_names_and_namespaces()
@@ -240,6 +254,8 @@ class NodeRun:
 
     def raise_error(self) -> None:
         """Raise the first error of an output callback, if there was one."""
+        if isinstance(self.error, WriteError):
+            raise self.error   # the output bag cannot be written: says so itself
         if self.error is not None:
             raise ReplayError(f"recording the node's outputs failed: {self.error!r}") \
                 from self.error

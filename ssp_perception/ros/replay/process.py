@@ -2,7 +2,9 @@
 
 The node gets its parameters as a ROS 2 parameter file and its namespace by remapping; the
 replay finds its output topics through the ROS graph. Its output is kept (last lines) so that
-a node that cannot start is reported by its own one-line reason.
+a node that cannot start is reported by its own one-line reason. It is started through
+:mod:`.child`, so it dies with the replay even when the replay is killed (``kill -9``); a later
+replay removes the parameter folders such a replay left (:func:`remove_stale_params_dirs`).
 """
 
 from __future__ import annotations
@@ -10,18 +12,54 @@ from __future__ import annotations
 from collections import deque
 import os
 from pathlib import Path
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from typing import Any
 
 import yaml
 
 from .config import ReplayError
+from ...files import process_alive
 
 NODE_NAME = "ssp_node"
 _TAIL_LINES = 40
+PARAMS_PREFIX = "ssp_replay_params_"
+# ssp_replay_params_<pid>_<random>: the pid proves whose folder it is.
+_PARAMS_DIR = re.compile(rf"{PARAMS_PREFIX}(\d+)_\w+")
+_PARAMS_FILE = re.compile(r"\w+_params\.yaml")
+
+
+def make_params_dir() -> Path:
+    """Create this process's folder for the nodes' parameter files (named by its pid)."""
+    return Path(tempfile.mkdtemp(prefix=f"{PARAMS_PREFIX}{os.getpid()}_"))
+
+
+def remove_stale_params_dirs(root: Path | None = None) -> list[Path]:
+    """Remove parameter folders of replays that were killed; return the removed folders.
+
+    Only folders that prove to be such are removed: named by :func:`make_params_dir`, owned by
+    this user, holding nothing but node parameter files, of a process that no longer exists.
+    """
+    root = Path(root or tempfile.gettempdir())
+    removed = []
+    for path in root.glob(f"{PARAMS_PREFIX}*"):
+        match = _PARAMS_DIR.fullmatch(path.name)
+        try:
+            if (match is None or path.is_symlink() or not path.is_dir()
+                    or path.stat().st_uid != os.getuid() or process_alive(int(match[1]))
+                    or not all(_PARAMS_FILE.fullmatch(f.name) and f.is_file()
+                               for f in path.iterdir())):
+                continue
+            shutil.rmtree(path)
+        except OSError:
+            continue   # another replay removed it first, or it is not ours to remove
+        removed.append(path)
+    return removed
 
 
 class NodeProcess:
@@ -38,8 +76,11 @@ class NodeProcess:
         self.namespace = namespace
         self.name = f"{namespace.rstrip('/')}/{NODE_NAME}"
         self._tail: deque[str] = deque(maxlen=_TAIL_LINES)
+        # Started from the main thread (the kernel signals the child when the thread that
+        # forked it ends), through .child: the node dies with this process.
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "ssp_perception.ros.node", "--ros-args",
+            [sys.executable, "-m", "ssp_perception.ros.replay.child", str(os.getpid()),
+             sys.executable, "-m", "ssp_perception.ros.node", "--ros-args",
              "-r", f"__ns:={namespace}", "-r", f"__node:={NODE_NAME}",
              "--params-file", str(params_file)],
             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

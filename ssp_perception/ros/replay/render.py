@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -184,7 +184,7 @@ def write_plots(out_dir: Path, runs: Sequence[ModeRun],
     ax.set_xlabel("latency publish -> labels [ms]")
     ax.set_ylabel("frames")
     ax.set_title("End-to-end latency")
-    ax.legend()
+    _legend_if_any(ax)
     fig.savefig(out_dir / PLOT_FILES["latency"], dpi=100)
 
     for key, ylabel in (("tc", "TC (pair mIoU, flow-warped)"),
@@ -199,6 +199,12 @@ def write_plots(out_dir: Path, runs: Sequence[ModeRun],
         ax.set_ylabel(ylabel)
         ax.set_ylim(0.0, 1.0)
         ax.set_title(f"{ylabel} over time")
-        ax.legend()
+        _legend_if_any(ax)
         fig.savefig(out_dir / PLOT_FILES[key], dpi=100)
     return list(PLOT_FILES.values())
+
+
+def _legend_if_any(ax: Any) -> None:
+    # A one-frame bag has no TC pair to draw: no legend (matplotlib warns about an empty one).
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()

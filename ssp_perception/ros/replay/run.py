@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+import errno
+import os
 from pathlib import Path
 import shutil
 import tempfile
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import rclpy
@@ -15,13 +18,14 @@ from rclpy.signals import SignalHandlerOptions
 
 from .bag import BagIndex, BagRecorder, BagSource
 from .config import IMAGE_MODEL_OVERRIDES, node_parameters, ReplayConfig
-from .config import ReplayError
+from .config import ReplayError, WriteError
 from .driver import NodeRun
+from .process import make_params_dir, remove_stale_params_dirs
 from .render import PLOT_FILES, SideBySideVideo, VIDEO_FILE, write_plots
 from .report import (decode_labels, Evaluator, FrameRecord, jsonable, ModeRun, ordered_modes,
                      Palette, write_report)
 from ..conversions import IMAGE_TYPE
-from ...files import check_output_target, staged_dir
+from ...files import check_output_target, OutputError, staged_dir
 from ...progress import progress_bar
 
 BAG_NAME = "bag"
@@ -45,12 +49,19 @@ def _run_mode(name: str, cfg: ReplayConfig, source: BagSource, index: BagIndex,
     try:
         run.wait_for_connections()
         class_info = run.wait_class_info()
+        # Ground truth outside the node's classes fails now, not after the whole replay.
+        source.check_label_ids(index, len(class_info.class_names), int(class_info.ignore_index))
         records: list[FrameRecord] = []
         bar = progress_bar(total=index.frames, desc=f"{name} ({cfg.mode})", unit="frame",
                            disable=not cfg.progress, dynamic_ncols=True, mininterval=0.5)
         start = time.monotonic()
         t0, log0 = start, index.log_times[0]
         for frame in source.frames(index):
+            if frame.bad:   # --on-bad-frame skip: a frame the replay cannot read itself
+                records.append(FrameRecord(frame.stamp_ns, rejected=frame.bad,
+                                           rejected_detail=frame.detail))
+                bar.update(1)
+                continue
             if cfg.mode == "realtime":
                 delay = t0 + (frame.log_ns - log0) / 1e9 / cfg.rate - time.monotonic()
                 if delay > 0:
@@ -106,6 +117,8 @@ def _evaluate(cfg: ReplayConfig, source: BagSource, index: BagIndex, runs: dict[
         rejected = {k for run in runs.values() for k, r in enumerate(run.records)
                     if r.rejected}
         for frame in frames:
+            if frame.bad:
+                continue   # --on-bad-frame skip: counted as rejected already
             try:
                 rgb = source.rgb(frame)
             except ReplayError:
@@ -135,18 +148,50 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
     """
     out_dir = check_output_target(cfg.out_dir.resolve(), TOOL, cfg.overwrite, "--overwrite",
                                   _legacy_output)
+    _check_writable(cfg.out_dir, out_dir)
     modes = ("ssp", "image_model") if cfg.compare else ("ssp",)
     for mode in modes:  # bad parameters fail here, before the bag is read
         node_parameters(cfg, mode)
     source = BagSource(cfg)
     index = source.index()
-    params_dir = Path(tempfile.mkdtemp(prefix="ssp_replay_params_"))  # node parameter files
+    # What replays killed with kill -9 left (their node processes died with them); their
+    # staging folders go in staged_dir.
+    remove_stale_params_dirs()
+    params_dir = make_params_dir()  # node parameter files
     try:
-        with staged_dir(out_dir, TOOL, cfg.overwrite, "--overwrite", _legacy_output) as tmp:
+        with _writing(cfg.out_dir), staged_dir(out_dir, TOOL, cfg.overwrite, "--overwrite",
+                                               _legacy_output) as tmp:
             report, runs = _replay_into(tmp, cfg, source, index, modes, params_dir)
         return ReplayResult(out_dir, jsonable(report), runs)
     finally:
         shutil.rmtree(params_dir, ignore_errors=True)
+
+
+def _check_writable(given: Path, out_dir: Path) -> None:
+    """Raise OutputError unless a folder can be created where the output is staged."""
+    above = out_dir.parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=f".{out_dir.name}.probe-", dir=above))
+    except OSError as err:
+        raise OutputError(f"--out {given}: cannot write in {above}: "
+                          f"{err.strerror or err}") from None
+
+
+@contextlib.contextmanager
+def _writing(given: Path) -> Iterator[None]:
+    """Turn an OS error while writing the outputs (a full disk) into one WriteError line."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in _WRITE_ERRNOS:
+            raise
+        raise WriteError(f"cannot write --out {given}: {err.strerror or err}") from None
+
+
+# Errors of writing to a file system that has no room or no longer takes writes.
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO)
 
 
 def _legacy_output(path: Path) -> bool:
@@ -162,11 +207,12 @@ def _replay_into(tmp: Path, cfg: ReplayConfig, source: BagSource, index: BagInde
     recorder = None
     try:
         storage = index.storage if cfg.storage == "same" else cfg.storage
-        recorder = BagRecorder(tmp / BAG_NAME, storage)
+        recorder = BagRecorder(tmp / BAG_NAME, storage, shown_as=cfg.out_dir / BAG_NAME)
         _copy_inputs(cfg, source, index, recorder)
         # No rclpy signal handlers: ssp_perception.cli's raise Interrupted here, so that the
         # staging folder is removed (files.staged_dir) before the tool exits 130/143.
-        rclpy.init(context=context, domain_id=cfg.domain_id,
+        # args: the tool's name only; rcl would read the user's -p name:=value as remap rules.
+        rclpy.init(args=[TOOL], context=context, domain_id=cfg.domain_id,
                    signal_handler_options=SignalHandlerOptions.NO)
         runs: dict[str, ModeRun] = {}
         class_info = None
@@ -200,7 +246,8 @@ def _copy_inputs(cfg: ReplayConfig, source: BagSource, index: BagIndex,
     # The input frames (and ground truth) go into the output bag too, so it plays on its own.
     recorder.add(cfg.image_topic, IMAGE_TYPE)
     for frame in source.frames(index):
-        recorder.write(cfg.image_topic, frame.log_ns, frame.cdr)
+        if not frame.bad:   # --on-bad-frame skip: nothing publishable to record
+            recorder.write(cfg.image_topic, frame.log_ns, frame.cdr)
     if cfg.label_topic:
         recorder.add(cfg.label_topic, IMAGE_TYPE)
         log_of = dict(zip(index.stamps, index.log_times))
