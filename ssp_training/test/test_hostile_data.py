@@ -2,12 +2,16 @@
 
 import io
 import json
+from pathlib import Path
+import subprocess
+import sys
 import zipfile
 
 import cv2
 import numpy as np
 import pytest
 from ssp_perception.files import OUTPUT_MARKER
+from ssp_perception.testing import console_code
 from ssp_training.data.archive import _copy_capped, ArchiveError, MAX_READ_BYTES
 from ssp_training.data.cli import main
 from ssp_training.data.prepare import prepare_uavid, PrepareError
@@ -92,6 +96,34 @@ def test_force_replaces_outputs_written_before_the_marker(dataset, tmp_path, cap
 
 
 # ------------------------------------------------------- item 11: to-bag --topic-prefix
+# ------------------------------------- outputs this user may not write; a full stdout
+SYSFS = pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs sysfs (Linux)")
+
+
+@SYSFS
+@pytest.mark.parametrize("command", ["synth", "to-bag"])
+def test_an_output_folder_that_cannot_be_created_is_one_line(command, dataset, capsys,
+                                                             assert_one_error_line):
+    # /sys takes no new folder, also from root (whom chmod does not stop).
+    args = (["synth", "--sequences", "1", "--frames", "2", "--size", "32x48", "--quiet"]
+            if command == "synth" else ["to-bag", "--root", str(dataset), "--split", "train",
+                                        "--quiet"])
+    rc, err = _run(capsys, *args, "--out", "/sys/ssp_out")
+    assert rc == 2
+    line = assert_one_error_line(err, "ssp_data", "/sys/ssp_out: Operation not permitted")
+    assert "staging" not in line
+
+
+def test_info_into_a_full_stdout_is_one_line_and_status_1(dataset):
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-c", console_code("ssp_data"), "info",
+                               str(dataset)], stdout=full, stderr=subprocess.PIPE, text=True,
+                              timeout=120)
+    assert done.returncode == 1
+    assert done.stderr == ("ssp_data: error: cannot write the output (standard output or a "
+                           "file): No space left on device\n")
+
+
 @pytest.mark.parametrize("prefix", ["bad topic!!", "camera", "/cam//era", "/1cam", "/cam/"])
 def test_invalid_topic_prefix(prefix, dataset, tmp_path, capsys, assert_one_error_line):
     rc, err = _run(capsys, "to-bag", "--root", str(dataset), "--split", "train", "--out",

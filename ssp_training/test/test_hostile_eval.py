@@ -1,6 +1,7 @@
 """``ssp_eval`` under hostile input (issue 17 items 8, 9, 11): one line, no report left."""
 
 import json
+from pathlib import Path
 import pickle
 import shutil
 
@@ -101,6 +102,21 @@ def test_json_that_is_a_folder(artifact, dataset, tmp_path, capsys, assert_one_e
     assert rc == 2
     assert_one_error_line(err, "ssp_eval", "--json", "is a folder")
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs sysfs (Linux)")
+@pytest.mark.parametrize("flag", ["--out", "--json"])
+def test_an_output_this_user_may_not_write(flag, artifact, dataset, tmp_path, capsys,
+                                           assert_one_error_line):
+    # /sys refuses new files and folders, also to root (whom chmod does not stop).
+    target = "/sys/ssp_eval" + (".json" if flag == "--json" else "")
+    extra = (flag, target) if flag == "--json" else ()
+    out = target if flag == "--out" else tmp_path / "out"
+    rc, err = _eval(capsys, artifact, dataset, out, *extra, "--max-frames", "2")
+    assert rc == 2
+    line = assert_one_error_line(err, "ssp_eval", f"{target}: ")
+    assert ".tmp-" not in line
+    assert not (tmp_path / "out").exists()
 
 
 def _pickle(path):
