@@ -17,6 +17,7 @@ from ssp_training.checkpoint import latest_checkpoint
 from ssp_training.data.synth import generate_dataset, SynthConfig
 from ssp_training.recipes import CONFIG_DIR
 from ssp_training.run_folder import LOCK_FILE, RunLock
+from ssp_training.tasks import SupervisedTask
 from ssp_training.train import main
 import torch
 
@@ -94,6 +95,68 @@ def test_mask_with_ids_outside_the_class_set(workers, synth, tmp_path, capsys):
     assert_one_error_line(err, "ssp_train", str(target), "class id 50",
                           "outside class set 'uavid'")
     assert snapshot(tmp_path) == before   # the new run folder is gone, TensorBoard closed
+
+
+# ------------------------------------------------- a loss that becomes NaN: one line, exit 1
+def test_a_loss_that_diverges_before_a_checkpoint_leaves_no_run_folder(
+        synth, tmp_path, capsys):
+    rc, err = _fit(capsys, synth, tmp_path / "run", "optim.lr=1e12", "optim.warmup_epochs=0")
+    assert rc == 1
+    assert_one_error_line(err, "ssp_train", "the training loss became nan at step 2 (epoch 1)",
+                          "optim.lr 1e+12: lower optim.lr",
+                          "no checkpoint yet, so the run folder", "was removed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_weights_that_became_non_finite_are_never_checkpointed(synth, tmp_path, capsys):
+    # Warm-up keeps the loss of epoch 1 (2 steps here) finite, but its BatchNorm statistics
+    # overflow: that epoch must not become a checkpoint to resume or start from.
+    rc, err = _fit(capsys, synth, tmp_path / "run", "optim.lr=1e12", "optim.epochs=3")
+    assert rc == 1
+    assert_one_error_line(err, "ssp_train", "weights became non-finite during epoch 1",
+                          "not checkpointed", "lower optim.lr", "run folder", "was removed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_loss_that_diverges_later_keeps_the_last_good_checkpoint(
+        synth, tmp_path, capsys, monkeypatch):
+    calls = {"n": 0}
+    real = SupervisedTask.__call__
+
+    def nan_from_epoch_2(self, outputs, batch):   # 2 steps per epoch on this data
+        losses = real(self, outputs, batch)
+        calls["n"] += 1
+        if calls["n"] > 2:    # e.g. a bad frame the augmentation turns into NaN
+            losses["loss"] = losses["loss"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(SupervisedTask, "__call__", nan_from_epoch_2)
+    run = tmp_path / "run"
+    rc, err = _fit(capsys, synth, run, "optim.epochs=3")
+    assert rc == 1
+    ckpt = run / "checkpoints" / "epoch_0001"
+    assert_one_error_line(err, "ssp_train", "loss became nan at step 3 (epoch 2)",
+                          f"the last good checkpoint (epoch_0001) is kept in {ckpt.parent}",
+                          f"new run.out_dir with model.init={ckpt / 'model.safetensors'}")
+    assert latest_checkpoint(run) == ckpt and not (run / "model.safetensors").exists()
+    # What the line proposes works: a new run from that checkpoint.
+    monkeypatch.setattr(SupervisedTask, "__call__", real)
+    rc, err = _fit(capsys, synth, tmp_path / "again", f"model.init={ckpt / 'model.safetensors'}",
+                   "optim.epochs=1")
+    assert rc == 0, err
+
+
+def test_init_weights_that_hold_nan_are_refused_before_training(synth, tmp_path, capsys):
+    torch.manual_seed(0)
+    model = create_model(preset("lite", input_size=(64, 96)))
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    init = tmp_path / "nan.safetensors"
+    save_artifact(init, model, UAVID)
+    rc, err = _fit(capsys, synth, tmp_path / "run", f"model.init={init}")
+    assert rc == 2
+    assert_one_error_line(err, "ssp_train", f"model.init {init} holds non-finite weights")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.safetensors"]
 
 
 # --------------------------------------------------- item 9: weight files that are pickles
