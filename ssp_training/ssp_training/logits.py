@@ -113,7 +113,7 @@ def export_logits(teacher: str | Path, data_root: str | Path, out: str | Path,
     if dtype not in LOGIT_DTYPES:
         raise ValueError(f"dtype {dtype!r} is not one of {', '.join(LOGIT_DTYPES)}")
     out = Path(out)
-    dev = resolve_device(device)
+    dev = resolve_device(device, key="--device")
     model, meta = load_artifact(teacher, map_location=dev)
     info = DatasetInfo.load(data_root)
     if meta.class_set.num_classes != info.class_set.num_classes:

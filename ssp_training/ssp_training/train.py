@@ -457,11 +457,12 @@ def _percent(result: dict[str, Any]) -> dict[str, Any]:
 def fit(recipe_path: str, overrides: list[str], resume: bool) -> dict[str, Any]:
     """Train the recipe at ``recipe_path`` (with ``overrides``); return the run summary."""
     recipe = load_recipe(recipe_path, overrides)
+    # The preflight checks (a missing CUDA device included) before joining a process group.
+    pre = preflight(recipe, world_size=int(os.environ.get("WORLD_SIZE", "1")))
     info = init_distributed(recipe.run.device)
     try:
         if recipe.run.threads:
             torch.set_num_threads(recipe.run.threads)
-        pre = preflight(recipe, world_size=info.world_size)
         try:
             return _fit_in_folder(recipe, info, pre, resume)
         except DivergedError as err:

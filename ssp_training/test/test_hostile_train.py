@@ -159,6 +159,27 @@ def test_init_weights_that_hold_nan_are_refused_before_training(synth, tmp_path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.safetensors"]
 
 
+# ----------------------------------------------- a CUDA device this machine does not have
+@pytest.mark.parametrize("command", ["fit", "check"])
+@pytest.mark.parametrize("device,gpus,needle", [
+    ("cuda", 0, "run.device is 'cuda' but CUDA is not available on this machine; use "
+                "run.device=cpu or auto"),
+    ("cuda:3", 1, "run.device is 'cuda:3' but this machine has 1 CUDA device(s)"),
+])
+def test_a_missing_cuda_device_is_bad_input(command, device, gpus, needle, synth, tmp_path,
+                                            capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    if command == "fit":
+        rc, err = _fit(capsys, synth, tmp_path / "run", f"run.device={device}")
+    else:
+        rc, err = _run(capsys, "check", "--recipe", IMAGE, f"data.root={synth}",
+                       f"run.device={device}")
+    assert rc == 2
+    assert_one_error_line(err, "ssp_train", needle)
+    assert list(tmp_path.iterdir()) == []
+
+
 # --------------------------------------------------- item 9: weight files that are pickles
 def _pickle(path):
     with open(path, "wb") as f:
