@@ -49,12 +49,19 @@ def _fit(capsys, synth, out, *overrides):
     ("optim.lr=.nan", "optim.lr: expected a finite number"),
     ("optim.lr=.inf", "optim.lr: expected a finite number"),
     ("optim.batch_size=4096", "no full optimiser step at batch_size 4096"),
+    ("data.size=[100000,100000]", "recipe data: size must be [H, W], positive multiples of "
+                                  "32 up to 8192"),   # was a cv2 allocation traceback
+    ("data.crop=[8224,64]", "recipe data: crop must be [H, W]"),
 ])
 def test_failed_check_leaves_no_run_folder(override, needle, synth, tmp_path, capsys):
     rc, err = _fit(capsys, synth, tmp_path / "run", override)
     assert rc == 2
     assert_one_error_line(err, "ssp_train", needle)
     assert list(tmp_path.iterdir()) == []
+    if override.startswith("data."):    # a recipe value: ssp_train check says so too
+        rc, err = _run(capsys, "check", "--recipe", IMAGE, f"data.root={synth}", override)
+        assert rc == 2
+        assert_one_error_line(err, "ssp_train", needle)
 
 
 def test_nan_lr_in_a_recipe_file(synth, tmp_path, capsys):
