@@ -255,6 +255,30 @@ def test_resume_from_a_truncated_checkpoint_names_the_file_and_keeps_the_run(
     assert files() == before     # every file of the run and its checkpoint is left as it was
 
 
+@pytest.mark.parametrize("pointer,needle", [
+    (b"[1]", "holds list [1]"),                                    # was a TypeError traceback
+    (b'{"dir": "../../..", "epoch": 1}', "has dir '../../..'"),   # never leaves checkpoints/
+    (b'{"dir": "epoch_0001"}', "has epoch null for dir 'epoch_0001'"),
+    (b"\xff\xfe", "is not readable JSON"),
+])
+def test_resume_with_a_malformed_latest_json_names_the_file(
+        pointer, needle, synth, tmp_path, capsys):
+    run = tmp_path / "run"
+    keep = ["optim.epochs=1", "run.keep_resume_state=true"]
+    rc, err = _fit(capsys, synth, run, *keep)
+    assert rc == 0, err
+    (run / "summary.json").unlink()     # as if interrupted after its first checkpoint
+    latest = run / "checkpoints" / "latest.json"
+    latest.write_bytes(pointer)
+    before = {k: v for k, v in snapshot(tmp_path).items() if (tmp_path / k).is_file()}
+    rc, err = _run(capsys, "fit", "--recipe", IMAGE, "--resume", f"data.root={synth}",
+                   f"run.out_dir={run}", "val.every=0", "run.plot=false", *keep)
+    assert rc == 2
+    assert_one_error_line(err, "ssp_train", f"{latest} {needle}", '"dir": "epoch_NNNN"',
+                          f"remove {latest.parent}")
+    assert {k: v for k, v in snapshot(tmp_path).items() if (tmp_path / k).is_file()} == before
+
+
 # ------------------------------------------------------------ item 2: one run per folder
 def test_second_run_on_the_same_folder_is_refused_and_a_dead_runs_lock_taken_over(
         synth, tmp_path, capsys):
