@@ -14,6 +14,7 @@ from pathlib import Path
 from ssp_perception.artifact import ArtifactError, read_meta
 from ssp_perception.classes import ClassSet
 from ssp_perception.files import load_tensor_file
+from ssp_perception.models.backbones import check_feature_indices
 from ssp_perception.models.pretrained import check_source, WeightsError, WeightSource
 
 from .data.frames import DatasetInfo, list_clips
@@ -82,6 +83,15 @@ def check_dataset(recipe: Recipe) -> tuple[DatasetInfo, tuple[str, ...], tuple[s
             _fail(f"data.root {root}: split {split!r} lists no clips ({split}.txt is empty)")
         splits.append(clips)
     return info, splits[0], splits[1]
+
+
+def check_model(recipe: Recipe) -> None:
+    """Check the model config builds: its feature_indices exist in its backbone."""
+    cfg = recipe.model_config()
+    try:
+        check_feature_indices(cfg.backbone, cfg.feature_indices)
+    except ValueError as err:
+        _fail(f"model.config: {err}")
 
 
 def check_init(recipe: Recipe) -> str:
@@ -247,6 +257,7 @@ def preflight(recipe: Recipe, world_size: int = 1) -> PreflightResult:
             return None
 
     attempt(check_devices, recipe, kind.needs_homography)
+    attempt(check_model, recipe)
     attempt(check_batch, recipe, world_size)
     attempt(check_files, recipe, kind.needs_homography)
     attempt(check_kd_flow, recipe)

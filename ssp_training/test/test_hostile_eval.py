@@ -119,6 +119,16 @@ def test_an_output_this_user_may_not_write(flag, artifact, dataset, tmp_path, ca
     assert not (tmp_path / "out").exists()
 
 
+def test_an_artifact_whose_feature_indices_its_backbone_lacks(artifact, dataset, tmp_path,
+                                                              capsys, assert_one_error_line):
+    bad = _edited(artifact, tmp_path / "bad.safetensors", feature_indices=[7, 8, 9, 10])
+    rc, err = _eval(capsys, bad, dataset, tmp_path / "out")
+    assert rc == 2    # was an IndexError traceback from timm
+    assert_one_error_line(err, "ssp_eval", str(bad), "feature_indices [7, 8, 9, 10] do not "
+                          "fit backbone 'efficientnet_lite0'")
+    assert not (tmp_path / "out").exists()
+
+
 def _pickle(path):
     with open(path, "wb") as f:
         pickle.dump({"weights": [1, 2, 3], "evil": print}, f)

@@ -52,13 +52,15 @@ def _fit(capsys, synth, out, *overrides):
     ("data.size=[100000,100000]", "recipe data: size must be [H, W], positive multiples of "
                                   "32 up to 8192"),   # was a cv2 allocation traceback
     ("data.crop=[8224,64]", "recipe data: crop must be [H, W]"),
+    ("model.config={feature_indices: [7, 8, 9, 10]}",     # was an IndexError; check said OK
+     "model.config: feature_indices [7, 8, 9, 10] do not fit backbone 'efficientnet_lite0'"),
 ])
 def test_failed_check_leaves_no_run_folder(override, needle, synth, tmp_path, capsys):
     rc, err = _fit(capsys, synth, tmp_path / "run", override)
     assert rc == 2
     assert_one_error_line(err, "ssp_train", needle)
     assert list(tmp_path.iterdir()) == []
-    if override.startswith("data."):    # a recipe value: ssp_train check says so too
+    if override.startswith(("data.", "model.")):   # a recipe value: ssp_train check too
         rc, err = _run(capsys, "check", "--recipe", IMAGE, f"data.root={synth}", override)
         assert rc == 2
         assert_one_error_line(err, "ssp_train", needle)
