@@ -86,6 +86,17 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def non_negative_int(text: str) -> int:
+    """Argparse ``type`` of counts and seeds: an integer >= 0 (the error names the flag)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 # The first signal of the process (None until one arrives) and how many arrived since.
 _first: int | None = None
 _count = 0
@@ -350,5 +361,5 @@ def entry(tool: str, module: str, attr: str = "main") -> NoReturn:
 
 __all__ = ["ArgumentParser", "EXIT_ERROR", "EXIT_OK", "EXIT_SIGINT", "EXIT_SIGTERM",
            "EXIT_USAGE", "Interrupted", "UsageError", "entry", "exit_status",
-           "install_signal_handlers", "one_line", "os_error_status", "raise_if_interrupted",
-           "restore_signal_handlers", "run_main"]
+           "install_signal_handlers", "non_negative_int", "one_line", "os_error_status",
+           "raise_if_interrupted", "restore_signal_handlers", "run_main"]

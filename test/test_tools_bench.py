@@ -47,6 +47,7 @@ def test_bench_writes_a_sane_report(tmp_path, capsys):
     (["--size", "60x96"], "multiples of 32"),
     (["--size", "64"], "HxW"),
     (["--preset", "nope", "--size", "64x96"], "unknown model preset"),
+    (["--seed", "-1"], "argument --seed: expected an integer >= 0"),   # named no flag
 ])
 def test_bench_rejects_bad_arguments(argv, needle, capsys):
     try:
