@@ -32,6 +32,7 @@ from ssp_perception.files import atomic_write_json
 from ssp_perception.progress import progress_bar
 import torch
 
+from .data.files import make_folder
 from .data.frames import (clip_frames, DatasetInfo, list_clips, load_frame, LOGIT_DTYPES,
                           logits_path, resize_logits, save_logits, to_tensor_image)
 from .distributed import resolve_device
@@ -131,7 +132,7 @@ def export_logits(teacher: str | Path, data_root: str | Path, out: str | Path,
                 "input_size": list(input_size), "size": list(size), "dtype": dtype,
                 "dataset": str(data_root), "split": split,
                 "clips": {c: {"frames": len(f), "done": False} for c, f in frames.items()}}
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out, "--out")
     if (out / MANIFEST).is_file():
         old = read_manifest(out)
         for key in ("teacher_model", "num_classes", "size", "input_size", "dtype"):

@@ -76,18 +76,36 @@ def test_nan_lr_in_a_recipe_file(synth, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.yaml"]
 
 
+@pytest.mark.parametrize("command", ["fit", "check"])
+def test_a_recipe_file_that_is_not_utf8_is_named(command, tmp_path, capsys):
+    recipe = tmp_path / "latin1.yaml"
+    recipe.write_bytes("description: Caf\u00e9\n".encode("latin-1"))
+    rc, err = _run(capsys, command, "--recipe", str(recipe))
+    assert rc == 2    # was "'utf-8' codec can't decode byte 0xe9 ...", no file named
+    assert_one_error_line(err, "ssp_train", f"recipe {recipe}: not UTF-8 text")
+
+
 def test_empty_clip(synth, tmp_path, capsys):
     data = tmp_path / "data"
     data.mkdir()
     for name in ("dataset.json", "val.txt"):
         (data / name).write_bytes((synth / name).read_bytes())
-    (data / "train.txt").write_text("empty_clip\n")
-    (data / "data" / "empty_clip" / "origin").mkdir(parents=True)
+    for clip in (synth / "val.txt").read_text().split():   # the val clips are fine
+        shutil.copytree(synth / "data" / clip, data / "data" / clip)
+    (data / "train.txt").write_text("no_frames\n")
+    (data / "data" / "no_frames" / "origin").mkdir(parents=True)
     before = snapshot(tmp_path)
-    rc, err = _fit(capsys, data, tmp_path / "run")
-    assert rc == 2
-    assert_one_error_line(err, "ssp_train", "empty_clip")
-    assert snapshot(tmp_path) == before
+    for command in ("fit", "check"):
+        if command == "fit":
+            rc, err = _fit(capsys, data, tmp_path / "run")
+        else:
+            rc, err = _run(capsys, "check", "--recipe", IMAGE, f"data.root={data}")
+        assert rc == 2
+        # Was "flow 'gt' needs ground-truth flow ..., which dataset does not have".
+        assert_one_error_line(err, "ssp_train", f"{data / 'train.txt'} lists clips without "
+                              "frames", "no_frames")
+        assert "flow" not in err.split("origin/*.png")[1]
+        assert snapshot(tmp_path) == before
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -227,6 +245,35 @@ def test_export_logits_input_size_must_be_multiples_of_32(synth, tmp_path, capsy
     assert_one_error_line(err, "ssp_train export-logits", "--input-size", "multiples of 32",
                           "31x33", "e.g. 32x32")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["teacher.safetensors"]
+
+
+# ------------------------------------------- --out that is a file; a --data NAME that escapes
+@pytest.mark.parametrize("under", [False, True])
+@pytest.mark.parametrize("command", ["export-logits", "pipeline"])
+def test_out_that_is_a_file(command, under, synth, tmp_path, capsys):
+    torch.manual_seed(0)
+    teacher = tmp_path / "teacher.safetensors"
+    save_artifact(teacher, create_model(preset("lite", input_size=(64, 96))), UAVID)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("the user's\n")
+    out = notes / "sub" if under else notes
+    before = snapshot(tmp_path)
+    args = (["--teacher", str(teacher), "--data", str(synth)] if command == "export-logits"
+            else ["--profile", "tiny", "--data", f"tiny={synth}", "--stages", "image"])
+    rc, err = _run(capsys, command, *args, "--out", str(out))
+    assert rc == 2    # was a bare "[Errno 17] File exists: ..."
+    needle = f"is under a file ({notes})" if under else "is a file, not a folder"
+    assert_one_error_line(err, "ssp_train", f"--out {out} {needle}")
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("name", ["../esc", ".", "..", "a/b", ".hidden", ""])
+def test_pipeline_data_names_are_plain_folder_names(name, synth, tmp_path, capsys):
+    rc, err = _run(capsys, "pipeline", "--profile", "tiny", "--data", f"{name}={synth}",
+                   "--out", str(tmp_path / "out"), "--stages", "image")
+    assert rc == 2    # '../esc' wrote its runs beside --out
+    assert_one_error_line(err, "ssp_train pipeline", "argument --data")
+    assert list(tmp_path.iterdir()) == []
 
 
 # ------------------------------------------------ a corrupt checkpoint: named, and kept
