@@ -7,6 +7,13 @@ The tools of both packages end through :func:`run_main` (``ssp_data``, ``ssp_tra
 - runtime error: status 1, ``<tool>: error: <reason>``;
 - bad input (:class:`UsageError`, a tool's own input errors, argparse errors through
   :class:`ArgumentParser`): status 2, one line ``<tool>: error: <reason>``, never a traceback;
+- file-system errors, the same for every tool whatever it lists (:func:`os_error_status`): a
+  path the tool may not read or write (``EACCES``, ``EPERM``, ``EROFS``) is bad input, status
+  2, naming the path the user gave (not its hidden staging sibling); a full disk or an I/O
+  error (``ENOSPC``, ``EDQUOT``, ``EFBIG``, ``EIO``) is a runtime error, status 1; so is a
+  standard output that cannot be written (``> /dev/full``, a closed pipe): one line on stderr,
+  and stdout is then pointed at ``/dev/null`` so the interpreter's flush at exit adds nothing
+  (the Python documentation's advice for ``BrokenPipeError``);
 - SIGINT (Ctrl-C): status 130, ``<tool>: interrupted; <what was kept or removed>``;
 - SIGTERM (``kill``, CI time limits): status 143, the same line.
 
@@ -33,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+import errno
 import importlib
 import logging
 import os
@@ -51,6 +59,11 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 Note = str | Callable[[], str]
 _QUALIFIED_ERROR = re.compile(r"^[A-Za-z_][\w.]*: ")  # "package.module.SomeError: message"
+# ssp_perception.files writes through hidden siblings ".<name>.<kind>-<pid>-<thread>".
+_TEMP_SIBLING = re.compile(r"^\.(?P<name>.+)\.(?:staging|tmp|old|partial)-\d+(?:-\d+)?$")
+DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+STREAM = (*FULL, errno.EPIPE)
 
 
 class UsageError(ValueError):
@@ -71,6 +84,17 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """Print ``<prog>: error: <message>`` (with a pointer to ``--help``) and exit 2."""
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def non_negative_int(text: str) -> int:
+    """Argparse ``type`` of counts and seeds: an integer >= 0 (the error names the flag)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
 
 
 # The first signal of the process (None until one arrives) and how many arrived since.
@@ -173,6 +197,60 @@ def one_line(err: BaseException) -> str:
     return " ".join(text.split()) or type(err).__name__
 
 
+def _user_path(path: object) -> str:
+    """Return the path a user gave for ``path``: a hidden staging sibling names its destination."""
+    text = os.fsdecode(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)
+    head, _, name = text.rpartition("/")
+    match = _TEMP_SIBLING.match(name)
+    if match is None:
+        return text
+    return f"{head}/{match['name']}" if head or text.startswith("/") else match["name"]
+
+
+def _silence_stdout() -> None:
+    """Flush what stdout can still take, then point it at /dev/null.
+
+    The interpreter flushes stdout at exit; on a stream that failed once (``/dev/full``, a
+    closed pipe) that flush fails again and prints ``Exception ignored ...``.
+    """
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def os_error_status(err: OSError) -> tuple[int, str] | None:
+    """Return (exit status, one-line reason) for a file-system error every tool treats alike.
+
+    Denied access (``EACCES``, ``EPERM``, ``EROFS``) is bad input, status 2, naming the path
+    (a staging sibling's destination); a full disk or an I/O error is status 1. A write error
+    without a file name (``print`` to a full or closed stdout, or a write to an open file) is
+    status 1, and stdout is then pointed at ``/dev/null`` (the buffer a failed flush held is
+    gone, so which stream failed cannot be told afterwards). Any other ``OSError`` returns
+    None: the tool's own ``usage_errors`` / ``runtime_errors`` decide.
+    """
+    code = err.errno
+    reason = err.strerror or one_line(err)
+    if err.filename is None and code in STREAM:
+        _silence_stdout()
+        return EXIT_ERROR, f"cannot write the output (standard output or a file): {reason}"
+    if code not in DENIED and code not in FULL:
+        return None
+    if err.filename is None:
+        return (EXIT_USAGE if code in DENIED else EXIT_ERROR), f"cannot write: {reason}"
+    path = _user_path(err.filename)
+    if code in DENIED:
+        return EXIT_USAGE, (f"{path}: {reason}; give a path this user may read or write "
+                            "(outputs go to a folder of your own)")
+    return EXIT_ERROR, f"{path}: {reason}"
+
+
 def run_main(body: Callable[[], int | None], tool: str, *,
              usage_errors: tuple[type[BaseException], ...] = (),
              runtime_errors: tuple[type[BaseException], ...] = (),
@@ -180,7 +258,9 @@ def run_main(body: Callable[[], int | None], tool: str, *,
     """Run ``body`` as ``tool``'s main work and return its exit status; print at most one line.
 
     :class:`UsageError` and ``usage_errors`` give status 2, ``runtime_errors`` status 1, each
-    with ``<tool>: error: <message>``. SIGINT/SIGTERM (and ``KeyboardInterrupt``) give 130/143
+    with ``<tool>: error: <message>``; file-system errors first go through
+    :func:`os_error_status`, whatever the tool lists. SIGINT/SIGTERM (and
+    ``KeyboardInterrupt``) give 130/143
     after ``body``'s own cleanup has run, with ``<tool>: interrupted; <interrupted>``;
     ``interrupted`` may be a function, called then, that says what was kept or removed, and a
     cleanup that knows better may set a ``note`` attribute on the exception, which wins.
@@ -195,6 +275,7 @@ def run_main(body: Callable[[], int | None], tool: str, *,
             _running = True
             try:
                 code = body()
+                sys.stdout.flush()   # a full or closed stdout fails here, not at exit
             finally:
                 _running = False
         except Interrupted as err:
@@ -202,13 +283,22 @@ def run_main(body: Callable[[], int | None], tool: str, *,
         except KeyboardInterrupt as err:
             return _interrupted(tool, _first or signal.SIGINT,
                                 getattr(err, "note", None) or interrupted)
-        except (UsageError, *usage_errors, *runtime_errors) as err:
+        except (UsageError, OSError, *usage_errors, *runtime_errors) as err:
             if _first is not None:
                 # The error is the interrupt's doing (raised inside a library and re-wrapped).
                 return _interrupted(tool, _first, getattr(err, "note", None) or interrupted)
+            known = os_error_status(err) if isinstance(err, OSError) else None
+            if known is None and not isinstance(err, (UsageError, *usage_errors,
+                                                      *runtime_errors)):
+                raise   # an OSError nobody explains: a bug, its traceback is wanted
             _end_progress_bars()
-            print(f"{tool}: error: {one_line(err)}", file=sys.stderr, flush=True)
-            return EXIT_USAGE if isinstance(err, (UsageError, *usage_errors)) else EXIT_ERROR
+            if known is not None:
+                code, text = known
+            else:
+                text = one_line(err)
+                code = EXIT_USAGE if isinstance(err, (UsageError, *usage_errors)) else EXIT_ERROR
+            print(f"{tool}: error: {text}", file=sys.stderr, flush=True)
+            return code
         if _first is not None:
             # A signal was received but its KeyboardInterrupt was swallowed on the way (a
             # library caught it): the work ran to its end. Still end with the signal's status.
@@ -271,5 +361,5 @@ def entry(tool: str, module: str, attr: str = "main") -> NoReturn:
 
 __all__ = ["ArgumentParser", "EXIT_ERROR", "EXIT_OK", "EXIT_SIGINT", "EXIT_SIGTERM",
            "EXIT_USAGE", "Interrupted", "UsageError", "entry", "exit_status",
-           "install_signal_handlers", "one_line", "raise_if_interrupted",
-           "restore_signal_handlers", "run_main"]
+           "install_signal_handlers", "non_negative_int", "one_line", "os_error_status",
+           "raise_if_interrupted", "restore_signal_handlers", "run_main"]

@@ -32,6 +32,7 @@ import os
 from pathlib import Path
 import re
 import shutil
+import tempfile
 import threading
 import time
 from typing import Any
@@ -107,6 +108,25 @@ def report_document(tool: str, doc: dict[str, Any]) -> dict[str, Any]:
     return {REPORT_KEY: tool, **doc}
 
 
+def check_can_create(path: str | os.PathLike, flag: str, given: str | os.PathLike | None = None
+                     ) -> None:
+    """Raise :class:`OutputError` unless something can be created where ``path`` will be.
+
+    Probed by creating (and removing) a hidden folder in the nearest existing ancestor of
+    ``path``'s folder: permission bits do not tell (root may write anywhere, yet not in /sys
+    or /proc, nor on a read-only mount). ``given`` is the path as the user wrote it.
+    """
+    path = Path(path)
+    above = path.parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=f".{path.name}.probe-", dir=above))
+    except OSError as err:
+        raise OutputError(f"{flag} {given if given is not None else path}: cannot write in "
+                          f"{above}: {err.strerror or err}") from None
+
+
 def check_report_file(path: str | os.PathLike, tool: str, flag: str = "--json",
                       legacy: Callable[[dict], bool] | None = None) -> Path:
     """Check that ``tool`` may write its JSON report at ``path`` (before any work).
@@ -130,6 +150,7 @@ def check_report_file(path: str | os.PathLike, tool: str, flag: str = "--json",
         raise OutputError(f"{flag} {path}: exists and is not an earlier {tool} report; {tool} "
                           f"never replaces other files (choose another name, or remove it "
                           f"yourself)")
+    check_can_create(path, flag)   # before the work, not after it
     return path
 
 

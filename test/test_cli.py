@@ -186,3 +186,53 @@ def test_an_error_from_a_data_loader_worker_is_its_own_message(workers, capsys):
 
     assert run_main(load, "demo_tool") == EXIT_USAGE
     assert capsys.readouterr().err == "demo_tool: error: frames/000001.png: holds class id 50\n"
+
+
+# ------------------------------------------- file-system errors: one home for every tool
+WRITER = textwrap.dedent("""
+    import sys
+    from ssp_perception.cli import run_main
+    from ssp_perception.files import atomic_write_json
+
+    def body():
+        if sys.argv[1] == "print":
+            print("x" * 100000)
+        else:
+            atomic_write_json(sys.argv[2], {"a": 1})
+
+    sys.exit(run_main(body, "demo_tool"))   # lists no OSError of its own
+""")
+
+
+def _writer(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", WRITER, *args], text=True,
+                          stderr=subprocess.PIPE, timeout=60, **kw)
+
+
+def test_a_full_stdout_is_one_line_and_status_1():
+    with open("/dev/full", "w") as full:
+        done = _writer("print", stdout=full)
+    assert done.returncode == 1, done.stderr
+    # No 'Exception ignored' from the interpreter's own flush at exit: stdout went to devnull.
+    assert done.stderr == ("demo_tool: error: cannot write the output (standard output or a "
+                           "file): No space left on device\n")
+
+
+def test_a_closed_stdout_pipe_is_one_line_and_status_1():
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, "print"], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()    # the reader is gone (``| head`` that has had enough)
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 1
+    assert err == ("demo_tool: error: cannot write the output (standard output or a file): "
+                   "Broken pipe\n")
+
+
+@pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs sysfs (Linux)")
+def test_an_output_this_user_may_not_write_names_the_path_not_its_staging_sibling():
+    # /sys refuses every new file, also to root (chmod does not stop root).
+    done = _writer("file", "/sys/report.json", stdout=subprocess.DEVNULL)
+    assert done.returncode == EXIT_USAGE
+    assert done.stderr.startswith("demo_tool: error: /sys/report.json: Permission denied; "), \
+        done.stderr
+    assert ".tmp-" not in done.stderr and len(done.stderr.splitlines()) == 1

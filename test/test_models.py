@@ -5,7 +5,7 @@ import json
 import pytest
 from ssp_perception.config import ModelConfig, preset, PRESETS
 from ssp_perception.models import create_model, create_similarity
-from ssp_perception.models.backbones import Backbone
+from ssp_perception.models.backbones import Backbone, check_feature_indices
 from ssp_perception.models.upernet import adaptive_avg_pool
 import torch
 import torch.nn.functional as F
@@ -112,6 +112,22 @@ def test_backbone_rejects_wrong_strides_and_unknown_names():
         Backbone("mobilenetv4_conv_small", (0, 1, 2, 3))
     with pytest.raises(ValueError, match="no_such_net"):
         Backbone("no_such_net", (0, 1, 2, 3))
+
+
+@pytest.mark.parametrize("name,indices,needle", [
+    # was an IndexError from timm (lite) and an AssertionError (Hiera)
+    ("efficientnet_lite0", (7, 8, 9, 10), "5 feature stages (indices 0..4, strides 2, 4, 8, "
+                                          "16, 32); the stages of strides 4, 8, 16, 32 are "
+                                          "feature_indices [1, 2, 3, 4]"),
+    ("sam2_hiera_small", (0, 1, 2, 4), "4 feature stages (indices 0..3"),
+    ("efficientnet_lite0", (0, 1, 2, 3), "gives strides (2, 4, 8, 16)"),
+])
+def test_feature_indices_are_checked_against_the_backbones_stages(name, indices, needle):
+    with pytest.raises(ValueError) as err:
+        check_feature_indices(name, indices)    # on the meta device: no weights built
+    assert needle in str(err.value)
+    with pytest.raises(ValueError, match="feature_indices"):
+        create_model(preset("lite", feature_indices=indices, backbone=name))
 
 
 def test_similarity_ops():

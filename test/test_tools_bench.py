@@ -47,6 +47,7 @@ def test_bench_writes_a_sane_report(tmp_path, capsys):
     (["--size", "60x96"], "multiples of 32"),
     (["--size", "64"], "HxW"),
     (["--preset", "nope", "--size", "64x96"], "unknown model preset"),
+    (["--seed", "-1"], "argument --seed: expected an integer >= 0"),   # named no flag
 ])
 def test_bench_rejects_bad_arguments(argv, needle, capsys):
     try:
@@ -55,6 +56,27 @@ def test_bench_rejects_bad_arguments(argv, needle, capsys):
         rc = exc.code
     assert rc == 2
     assert needle in capsys.readouterr().err
+
+
+def test_bench_refuses_an_artifact_whose_feature_indices_its_backbone_lacks(tmp_path, capsys):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    from ssp_perception.artifact import META_KEY, save_artifact
+    from ssp_perception.classes import UAVID
+    from ssp_perception.config import preset
+    from ssp_perception.models import create_model
+    good, bad = tmp_path / "good.safetensors", tmp_path / "bad.safetensors"
+    save_artifact(good, create_model(preset("lite", input_size=(64, 96))), UAVID)
+    with safe_open(str(good), "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    doc = json.loads(meta[META_KEY])
+    doc["model"]["feature_indices"] = [7, 8, 9, 10]
+    save_file(tensors, str(bad), metadata={**meta, META_KEY: json.dumps(doc)})
+    rc = main(["--checkpoint", str(bad), "--frames", "1", "--warmup", "0", "--no-progress"])
+    assert rc == 2    # was an IndexError traceback from timm
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    assert "feature_indices [7, 8, 9, 10] do not fit backbone 'efficientnet_lite0'" in err
 
 
 def test_bench_config_validation():

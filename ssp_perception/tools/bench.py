@@ -26,7 +26,7 @@ import torch
 from ..artifact import load_artifact
 from ..backends import create_backend
 from ..classes import CLASS_SETS, ClassSet
-from ..cli import ArgumentParser, entry, run_main, UsageError
+from ..cli import ArgumentParser, entry, non_negative_int, run_main, UsageError
 from ..config import preset
 from ..files import atomic_write_json, check_report_file, OutputError, report_document
 from ..geometry import rescale_homography
@@ -289,7 +289,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--threads", type=int, default=0,
                    help="torch/OpenCV CPU threads (0 = library default)")
     p.add_argument("--registration", default="orb", help="registration method")
-    p.add_argument("--seed", type=int, default=0, help="seed of model init and texture")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed of model init and texture (an integer >= 0)")
     p.add_argument("--node", action="store_true",
                    help="also measure the ROS node's overhead "
                         "(ssp_perception.ros.node_bench.benchmark_node_overhead)")

@@ -22,6 +22,7 @@ import json
 import os
 from pathlib import Path
 import random
+import re
 import shutil
 from typing import Any
 
@@ -143,19 +144,42 @@ def save_checkpoint(run_dir: Path, epoch: int, write_model: Callable[[Path], Non
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    """Return the folder of the latest published checkpoint, or None if there is none."""
+    """Return the folder of the latest published checkpoint, or None if there is none.
+
+    ``latest.json`` must be ``{"epoch": N, "dir": "epoch_NNNN"}`` naming a folder beside it;
+    anything else raises :class:`CheckpointError` naming the file (nothing is changed).
+    """
     pointer = Path(run_dir) / "checkpoints" / LATEST
     if not pointer.is_file():
         return None
     try:
-        name = json.loads(pointer.read_text(encoding="utf-8"))["dir"]
-    except (ValueError, KeyError) as err:
-        raise CheckpointError(f"{pointer} is unreadable ({err}); delete it to restart") from None
+        doc = json.loads(pointer.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as err:    # JSONDecodeError and UnicodeDecodeError
+        raise _bad_pointer(pointer, f"is not readable JSON ({err})") from None
+    if not isinstance(doc, dict):
+        raise _bad_pointer(pointer, f"holds {type(doc).__name__} {_brief(doc)}")
+    name, epoch = doc.get("dir"), doc.get("epoch")
+    if not isinstance(name, str) or not re.fullmatch(r"epoch_\d{4,}", name):
+        raise _bad_pointer(pointer, f"has dir {_brief(name)}")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or name != f"epoch_{epoch:04d}":
+        raise _bad_pointer(pointer, f"has epoch {_brief(epoch)} for dir {name!r}")
     folder = pointer.parent / name
     missing = [f for f in (MODEL_FILE, STATE_TENSORS, STATE_JSON) if not (folder / f).is_file()]
     if missing:
         raise CheckpointError(f"checkpoint {folder} lacks {missing}")
     return folder
+
+
+def _brief(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _bad_pointer(pointer: Path, what: str) -> CheckpointError:
+    return CheckpointError(
+        f'{pointer} {what}; expected {{"epoch": N, "dir": "epoch_NNNN"}} naming a '
+        f"checkpoint folder beside it: write that, or remove {pointer.parent} and run again "
+        "with --resume to train from the first epoch")
 
 
 def unreadable(folder: Path, reason: str) -> CheckpointError:

@@ -40,14 +40,35 @@ class DistInfo:
         return self.rank == 0
 
 
-def resolve_device(pref: str, local_rank: int = 0) -> torch.device:
-    """Return the device for ``pref`` ("auto", "cpu", "cuda", "cuda:N")."""
+class DeviceError(ValueError):
+    """A device this machine does not have (bad input: the recipe or the flag names it)."""
+
+
+def device_problem(key: str, pref: str) -> str | None:
+    """Return why device ``pref`` (of recipe key or flag ``key``) is unusable here, or None."""
+    if not isinstance(pref, str) or not pref.startswith("cuda"):
+        return None
+    if not torch.cuda.is_available():
+        return (f"{key} is {pref!r} but CUDA is not available on this machine; use "
+                f"{key}=cpu or auto")
+    index = pref.partition(":")[2]
+    if index.isdigit() and int(index) >= torch.cuda.device_count():
+        return (f"{key} is {pref!r} but this machine has {torch.cuda.device_count()} CUDA "
+                f"device(s) (cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    return None
+
+
+def resolve_device(pref: str, local_rank: int = 0, key: str = "run.device") -> torch.device:
+    """Return the device for ``pref`` ("auto", "cpu", "cuda", "cuda:N").
+
+    A CUDA device this machine lacks raises :class:`DeviceError` naming ``key``.
+    """
     if pref == "auto":
         pref = "cuda" if torch.cuda.is_available() else "cpu"
+    problem = device_problem(key, pref)
+    if problem:
+        raise DeviceError(problem)
     if pref.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"run.device is {pref!r} but CUDA is not available; "
-                               "use run.device=cpu or auto")
         return torch.device(pref if ":" in pref else f"cuda:{local_rank}")
     return torch.device("cpu")
 

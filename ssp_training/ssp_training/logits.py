@@ -34,6 +34,7 @@ from ssp_perception.files import atomic_write_json
 from ssp_perception.progress import progress_bar
 import torch
 
+from .data.files import make_folder
 from .data.frames import (clip_frames, DatasetInfo, list_clips, load_frame, LOGIT_DTYPES,
                           logits_path, resize_logits, save_logits, to_tensor_image)
 from .distributed import resolve_device
@@ -115,7 +116,7 @@ def export_logits(teacher: str | Path, data_root: str | Path, out: str | Path,
     if dtype not in LOGIT_DTYPES:
         raise ValueError(f"dtype {dtype!r} is not one of {', '.join(LOGIT_DTYPES)}")
     out = Path(out)
-    dev = resolve_device(device)
+    dev = resolve_device(device, key="--device")
     model, meta = load_artifact(teacher, map_location=dev)
     info = DatasetInfo.load(data_root)
     if meta.class_set.num_classes != info.class_set.num_classes:
@@ -135,7 +136,7 @@ def export_logits(teacher: str | Path, data_root: str | Path, out: str | Path,
                 "dataset": str(data_root), "dataset_path": str(Path(data_root).resolve()),
                 "split": split,
                 "clips": {c: {"frames": len(f), "done": False} for c, f in frames.items()}}
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out, "--out")
     if (out / MANIFEST).is_file():
         old = read_manifest(out)
         for key in ("teacher_model", "num_classes", "size", "input_size", "dtype"):

@@ -32,12 +32,14 @@ import argparse
 from dataclasses import dataclass
 import os
 from pathlib import Path
+import re
 import time
 from typing import Any, Callable
 
 from ssp_perception.artifact import read_meta
 from ssp_perception.files import atomic_write_json, atomic_write_text
 
+from .data.files import make_folder
 from .eval.plots import plot_lambda_sweep, plot_merged
 from .eval.report import read_report
 from .eval.tables import merged_table, MergedRow
@@ -332,7 +334,7 @@ def run_pipeline(plan: Plan, fit: FitFn) -> Path:
                             "(docs/TRAINING.md, 'Several GPUs')")
     t0 = time.perf_counter()
     check_recipes(plan)
-    plan.out.mkdir(parents=True, exist_ok=True)
+    make_folder(plan.out, "--out")
     for dataset in plan.datasets:
         for seed in plan.seeds:
             for name in ORDER:
@@ -351,11 +353,19 @@ def run_pipeline(plan: Plan, fit: FitFn) -> Path:
     return path
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*")
+
+
 def _dataset_arg(text: str) -> tuple[str, Path]:
     name, sep, root = text.partition("=")
     if not sep or not name or not root:
         raise argparse.ArgumentTypeError(f"--data must look like NAME=ROOT (e.g. "
                                          f"uavid=datasets/uavid), got {text!r}")
+    if not _PLAIN_NAME.fullmatch(name):
+        # NAME is the folder <out>/<NAME>/ of that dataset's runs: never a path out of --out.
+        raise argparse.ArgumentTypeError(f"NAME must be a plain folder name (letters, digits, "
+                                         f"_ - + and inner dots; runs go to <out>/NAME/), got "
+                                         f"{name!r} in {text!r}")
     return name, Path(root)
 
 

@@ -14,9 +14,11 @@ from pathlib import Path
 from ssp_perception.artifact import ArtifactError, read_meta
 from ssp_perception.classes import ClassSet
 from ssp_perception.files import load_tensor_file
+from ssp_perception.models.backbones import check_feature_indices
 from ssp_perception.models.pretrained import check_source, WeightsError, WeightSource
 
 from .data.frames import DatasetInfo, list_clips
+from .distributed import device_problem
 from .logits import read_manifest
 from .model_kinds import get_model_kind
 from .recipes import Recipe, RecipeError
@@ -81,6 +83,15 @@ def check_dataset(recipe: Recipe) -> tuple[DatasetInfo, tuple[str, ...], tuple[s
             _fail(f"data.root {root}: split {split!r} lists no clips ({split}.txt is empty)")
         splits.append(clips)
     return info, splits[0], splits[1]
+
+
+def check_model(recipe: Recipe) -> None:
+    """Check the model config builds: its feature_indices exist in its backbone."""
+    cfg = recipe.model_config()
+    try:
+        check_feature_indices(cfg.backbone, cfg.feature_indices)
+    except ValueError as err:
+        _fail(f"model.config: {err}")
 
 
 def check_init(recipe: Recipe) -> str:
@@ -176,6 +187,17 @@ def _backbone_source(recipe: Recipe) -> WeightSource:
     return source
 
 
+def check_devices(recipe: Recipe, needs_homography: bool) -> None:
+    """Check the CUDA devices the recipe names exist on this machine."""
+    named = [("run.device", recipe.run.device)]
+    if needs_homography and recipe.data.homography == "registrator":
+        named.append(("data.registration.device",
+                      recipe.data.registration.get("device", "cpu")))
+    problems = [p for p in (device_problem(k, v) for k, v in named) if p]
+    if problems:
+        _fail("; ".join(problems))
+
+
 def check_batch(recipe: Recipe, world_size: int) -> None:
     """Check the global batch splits evenly over ranks and accumulation steps."""
     o = recipe.optim
@@ -234,6 +256,8 @@ def preflight(recipe: Recipe, world_size: int = 1) -> PreflightResult:
             problems.append(str(err))
             return None
 
+    attempt(check_devices, recipe, kind.needs_homography)
+    attempt(check_model, recipe)
     attempt(check_batch, recipe, world_size)
     attempt(check_files, recipe, kind.needs_homography)
     attempt(check_kd_flow, recipe)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from ssp_perception.config import ModelConfig, preset, PRESETS, SIZE_MULTIPLE
+from ssp_perception.config import MAX_SIDE, ModelConfig, preset, PRESETS, SIZE_MULTIPLE
 from ssp_perception.registration import RegistrationConfig
 from ssp_perception.streaming import FAILURE_POLICIES
 
@@ -36,10 +36,12 @@ def _fail(section: str, msg: str) -> None:
 def _check_size(section: str, name: str, value: tuple[int, ...], allow_empty: bool) -> None:
     if allow_empty and not value:
         return
-    if (len(value) != 2 or not all(isinstance(v, int) and v > 0 for v in value)
+    if (len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                   and 0 < v <= MAX_SIDE for v in value)
             or any(v % SIZE_MULTIPLE for v in value)):
-        _fail(section, f"{name} must be [H, W], positive multiples of {SIZE_MULTIPLE}"
-                       f"{' (or [] for none)' if allow_empty else ''}, got {list(value)}")
+        _fail(section, f"{name} must be [H, W], positive multiples of {SIZE_MULTIPLE} up to "
+                       f"{MAX_SIDE}{' (or [] for none)' if allow_empty else ''}, got "
+                       f"{list(value)}")
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,8 @@ class DataRecipe:
     class_set: str = ""
     """Expected class-set name in dataset.json ("uavid", "ruralscapes", ...); "" = any."""
     size: tuple[int, ...] = (736, 1280)
-    """Working size [H, W] every frame and mask is resized to on load (SSP_SPEC §6.4)."""
+    """Working size [H, W] every frame and mask is resized to on load (SSP_SPEC §6.4); sides
+    are multiples of 32 up to 8192 (``ssp_perception.config.MAX_SIDE``)."""
     crop: tuple[int, ...] = ()
     """Random training crop [H, W]; [] trains on the whole frame."""
     square_crop: bool = False

@@ -217,11 +217,15 @@ def read_recipe_dict(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str
         raise RecipeError(f"recipe file {path} not found (shipped recipes live in {CONFIG_DIR})")
     if path in _seen:
         raise RecipeError(f"recipe {path}: 'extends' loops back to itself")
-    with path.open(encoding="utf-8") as f:
-        try:
-            data = yaml.safe_load(f) or {}
-        except yaml.YAMLError as err:
-            raise RecipeError(f"recipe {path}: not valid YAML: {err}") from None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise RecipeError(f"recipe {path}: not UTF-8 text ({err.reason} at byte {err.start}); "
+                          "save it as UTF-8") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise RecipeError(f"recipe {path}: not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise RecipeError(f"recipe {path}: expected a mapping at the top level")
     parent = data.pop("extends", None)

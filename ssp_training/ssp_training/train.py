@@ -63,6 +63,10 @@ SUMMARY = "summary.json"
 REPLICAS = "replicas.json"
 
 
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite: a runtime error (exit 1), said in one line."""
+
+
 @dataclass
 class TrainState:
     """Progress of a run: what a checkpoint restores besides weights and optimiser."""
@@ -132,6 +136,11 @@ def init_weights(model: nn.Module, recipe: Recipe, kind: ModelKind,
     if not recipe.model.init:
         return "random initialisation", None
     tensors = load_file(recipe.model.init)
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not v.isfinite().all()]
+    if bad:
+        raise RecipeError(f"model.init {recipe.model.init} holds non-finite weights (NaN or "
+                          f"inf in {len(bad)} tensor{'s' if len(bad) > 1 else ''}, e.g. "
+                          f"{bad[0]}); point model.init at a healthy artifact")
     origin = read_meta(recipe.model.init).provenance.get(pretrained.PROVENANCE_KEY)
     if pre.init_kind == kind.name:
         model.load_state_dict(tensors, strict=True)
@@ -283,10 +292,27 @@ class Trainer:
                 outputs = self.step_module(batch)
             losses = self.task(outputs, batch)
             if not torch.isfinite(losses["loss"]):
-                raise FloatingPointError(f"loss became {float(losses['loss'])} at step "
-                                         f"{self.state.step}; lower optim.lr or check the data")
+                self._diverged(f"the training loss became {float(losses['loss'].detach())} "
+                               f"at step {self.state.step + 1} (epoch {self.state.epoch + 1})")
             self.scaler.scale(losses["loss"] / self.recipe.optim.grad_accum).backward()
         return {k: v.detach() for k, v in losses.items()}
+
+    def _diverged(self, what: str) -> None:
+        o, m = self.recipe.optim, self.recipe.model
+        weights = (f"model.init {m.init}" if m.init else
+                   f"model.backbone_weights {m.backbone_weights}" if m.backbone_weights else "")
+        raise DivergedError(f"{what} with optim.lr {o.lr:g}: lower optim.lr"
+                            + (f", check the weights of {weights}" if weights else "")
+                            + " and check the data")
+
+    def _check_finite_weights(self, epoch: int) -> None:
+        """Refuse to validate or checkpoint weights that hold NaN or inf (a checkpoint is good)."""
+        bad = [k for k, v in self.model.state_dict().items()
+               if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            self._diverged(f"the model's weights became non-finite during epoch {epoch} "
+                           f"({len(bad)} tensor{'s' if len(bad) > 1 else ''}, e.g. {bad[0]}; "
+                           "not checkpointed)")
 
     def _optimizer_step(self) -> None:
         if self.recipe.optim.clip_grad_norm > 0:
@@ -381,6 +407,7 @@ class Trainer:
                   f"device {self.info.device} x{self.info.world_size}", flush=True)
         for epoch in range(self.state.epoch, last):
             means = self.train_epoch(epoch)
+            self._check_finite_weights(epoch + 1)
             self.state.epoch = epoch + 1
             if self.info.distributed:
                 self._check_replicas()
@@ -430,30 +457,52 @@ def _percent(result: dict[str, Any]) -> dict[str, Any]:
 def fit(recipe_path: str, overrides: list[str], resume: bool) -> dict[str, Any]:
     """Train the recipe at ``recipe_path`` (with ``overrides``); return the run summary."""
     recipe = load_recipe(recipe_path, overrides)
+    # The preflight checks (a missing CUDA device included) before joining a process group.
+    pre = preflight(recipe, world_size=int(os.environ.get("WORLD_SIZE", "1")))
     info = init_distributed(recipe.run.device)
     try:
         if recipe.run.threads:
             torch.set_num_threads(recipe.run.threads)
-        pre = preflight(recipe, world_size=info.world_size)
-        with run_folder(recipe, resume, info):
-            done = recipe.out_dir / SUMMARY
-            if resume and done.is_file() and latest_checkpoint(recipe.out_dir) is None:
-                # Finished, resume state pruned: nothing to train, the artifact is there.
-                return json.loads(done.read_text(encoding="utf-8"))
-            # Every data-dependent check runs while building the trainer, before any write.
-            trainer = Trainer(recipe, info, pre, resume)
-            start_run_dir(recipe, info)
-            try:
-                trainer.open_log()
-                if trainer.state.epoch >= recipe.optim.last_epoch:
-                    return trainer.finish()
-                return trainer.run()
-            finally:
-                # Before run_folder removes a failed new run: TensorBoard's writer thread
-                # would otherwise write into the deleted folder and print a traceback.
-                trainer.close_log()
+        try:
+            return _fit_in_folder(recipe, info, pre, resume)
+        except DivergedError as err:
+            raise DivergedError(_after_divergence(str(err), recipe.out_dir,
+                                                  getattr(err, "note", None))) from None
     finally:
         shutdown(info)
+
+
+def _after_divergence(message: str, run_dir: Path, note: str | None) -> str:
+    """Return the diverged run's line with what its run folder kept (set by run_folder)."""
+    folder = latest_checkpoint(run_dir) if run_dir.is_dir() else None
+    if folder is None:
+        return f"{message}; {note or 'nothing was kept'}"
+    # A --resume must use the same recipe (optim.lr included): start anew from the checkpoint.
+    return (f"{message}; the last good checkpoint ({folder.name}) is kept in {folder.parent}: "
+            f"to go on from it with another optim.lr, train into a new run.out_dir with "
+            f"model.init={folder / 'model.safetensors'}")
+
+
+def _fit_in_folder(recipe: Recipe, info: DistInfo, pre: PreflightResult,
+                   resume: bool) -> dict[str, Any]:
+    """Train ``recipe`` inside its locked run folder (see :func:`fit`)."""
+    with run_folder(recipe, resume, info):
+        done = recipe.out_dir / SUMMARY
+        if resume and done.is_file() and latest_checkpoint(recipe.out_dir) is None:
+            # Finished, resume state pruned: nothing to train, the artifact is there.
+            return json.loads(done.read_text(encoding="utf-8"))
+        # Every data-dependent check runs while building the trainer, before any write.
+        trainer = Trainer(recipe, info, pre, resume)
+        start_run_dir(recipe, info)
+        try:
+            trainer.open_log()
+            if trainer.state.epoch >= recipe.optim.last_epoch:
+                return trainer.finish()
+            return trainer.run()
+        finally:
+            # Before run_folder removes a failed new run: TensorBoard's writer thread
+            # would otherwise write into the deleted folder and print a traceback.
+            trainer.close_log()
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -487,10 +536,11 @@ def main(argv: list[str] | None = None) -> int:
     # RecipeError and ArtifactError are ValueErrors: bad input, explained, no traceback.
     return run_main(lambda: _run(args), "ssp_train",
                     usage_errors=(ValueError, OSError, CheckpointError),
+                    runtime_errors=(DivergedError,),
                     interrupted=interrupted_note(args.command))
 
 
-__all__ = ["Trainer", "TrainState", "build_task", "fit", "init_weights", "main"]
+__all__ = ["DivergedError", "Trainer", "TrainState", "build_task", "fit", "init_weights", "main"]
 
 if __name__ == "__main__":
     sys.exit(main())

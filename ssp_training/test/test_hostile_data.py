@@ -3,12 +3,16 @@
 import io
 import json
 import os
+from pathlib import Path
+import subprocess
+import sys
 import zipfile
 
 import cv2
 import numpy as np
 import pytest
 from ssp_perception.files import OUTPUT_MARKER
+from ssp_perception.testing import console_code
 from ssp_training.data.archive import _copy_capped, ArchiveError, MAX_READ_BYTES
 from ssp_training.data.cli import main
 from ssp_training.data.prepare import prepare_uavid, PrepareError
@@ -93,6 +97,72 @@ def test_force_replaces_outputs_written_before_the_marker(dataset, tmp_path, cap
 
 
 # ------------------------------------------------------- item 11: to-bag --topic-prefix
+# ------------------------------------------------- numbers that never finish or break stamps
+@pytest.mark.parametrize("flag,value,needle", [
+    ("--fps", "inf", "argument --fps: expected a number in 0.1..1000"),   # was "fps": Infinity
+    ("--fps", "nan", "argument --fps: expected a number in 0.1..1000"),
+    ("--vehicles", "1e9", "argument --vehicles: expected a number in 0..100"),   # hung
+    ("--persons", "1e6", "argument --persons: expected a number in 0..100"),
+    ("--seed", "-1", "argument --seed: expected an integer >= 0, got '-1'"),   # no flag named
+])
+def test_synth_numbers_out_of_range(flag, value, needle, tmp_path, capsys,
+                                    assert_one_error_line):
+    rc, err = _run(capsys, "synth", "--out", str(tmp_path / "d"), "--sequences", "1",
+                   "--frames", "2", "--size", "32x48", "--quiet", flag, value)
+    assert rc == 2
+    assert_one_error_line(err, "ssp_data", needle)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_synth_config_refuses_non_finite_fps_and_crowds():
+    for field, value in (("fps", float("inf")), ("moving_vehicles", 1e9),
+                         ("moving_persons", float("nan"))):
+        with pytest.raises(ValueError, match=field):
+            SynthConfig(size=(32, 48), **{field: value})
+
+
+@pytest.mark.parametrize("fps,needle", [
+    ("1e-9", "--fps 1e-09 stamps the last of 3 frames 2e+09 s after the bag's start, beyond "
+             "what a ROS time holds (int32 seconds, 2038-01-19); use --fps >= "),
+    ("1e12", "--fps must be a number in (0, 1e+09], got 1e+12"),
+])
+def test_to_bag_fps_whose_stamps_do_not_fit_a_ros_time(fps, needle, dataset, tmp_path, capsys,
+                                                       assert_one_error_line):
+    rc, err = _run(capsys, "to-bag", "--root", str(dataset), "--split", "train", "--quiet",
+                   "--out", str(tmp_path / "bag"), "--fps", fps)
+    assert rc == 2    # 1e-9 was a struct.error traceback from the CDR serialiser
+    assert_one_error_line(err, "ssp_data", needle)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------- outputs this user may not write; a full stdout
+SYSFS = pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs sysfs (Linux)")
+
+
+@SYSFS
+@pytest.mark.parametrize("command", ["synth", "to-bag"])
+def test_an_output_folder_that_cannot_be_created_is_one_line(command, dataset, capsys,
+                                                             assert_one_error_line):
+    # /sys takes no new folder, also from root (whom chmod does not stop).
+    args = (["synth", "--sequences", "1", "--frames", "2", "--size", "32x48", "--quiet"]
+            if command == "synth" else ["to-bag", "--root", str(dataset), "--split", "train",
+                                        "--quiet"])
+    rc, err = _run(capsys, *args, "--out", "/sys/ssp_out")
+    assert rc == 2
+    line = assert_one_error_line(err, "ssp_data", "/sys/ssp_out: Operation not permitted")
+    assert "staging" not in line
+
+
+def test_info_into_a_full_stdout_is_one_line_and_status_1(dataset):
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-c", console_code("ssp_data"), "info",
+                               str(dataset)], stdout=full, stderr=subprocess.PIPE, text=True,
+                              timeout=120)
+    assert done.returncode == 1
+    assert done.stderr == ("ssp_data: error: cannot write the output (standard output or a "
+                           "file): No space left on device\n")
+
+
 @pytest.mark.parametrize("prefix", ["bad topic!!", "camera", "/cam//era", "/1cam", "/cam/"])
 def test_invalid_topic_prefix(prefix, dataset, tmp_path, capsys, assert_one_error_line):
     rc, err = _run(capsys, "to-bag", "--root", str(dataset), "--split", "train", "--out",

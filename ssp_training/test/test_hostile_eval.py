@@ -1,6 +1,7 @@
 """``ssp_eval`` under hostile input (issue 17 items 8, 9, 11): one line, no report left."""
 
 import json
+from pathlib import Path
 import pickle
 import shutil
 
@@ -134,6 +135,32 @@ def test_json_replaces_only_an_earlier_report(artifact, dataset, tmp_path, capsy
     rc, err = _eval(capsys, artifact, dataset, tmp_path / "out2", "--json", str(report),
                     "--flow", "dis")
     assert rc == 0, err
+
+
+@pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs sysfs (Linux)")
+@pytest.mark.parametrize("flag", ["--out", "--json"])
+def test_an_output_this_user_may_not_write(flag, artifact, dataset, tmp_path, capsys,
+                                           assert_one_error_line):
+    # /sys refuses new files and folders, also to root (whom chmod does not stop).
+    target = "/sys/ssp_eval" + (".json" if flag == "--json" else "")
+    extra = (flag, target) if flag == "--json" else ()
+    out = target if flag == "--out" else tmp_path / "out"
+    rc, err = _eval(capsys, artifact, dataset, out, *extra, "--max-frames", "2")
+    assert rc == 2
+    # Refused before the evaluation ran (the probe of the folder), not after it.
+    line = assert_one_error_line(err, "ssp_eval", f"{target}: cannot write in /sys")
+    assert ".tmp-" not in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_artifact_whose_feature_indices_its_backbone_lacks(artifact, dataset, tmp_path,
+                                                              capsys, assert_one_error_line):
+    bad = _edited(artifact, tmp_path / "bad.safetensors", feature_indices=[7, 8, 9, 10])
+    rc, err = _eval(capsys, bad, dataset, tmp_path / "out")
+    assert rc == 2    # was an IndexError traceback from timm
+    assert_one_error_line(err, "ssp_eval", str(bad), "feature_indices [7, 8, 9, 10] do not "
+                          "fit backbone 'efficientnet_lite0'")
+    assert not (tmp_path / "out").exists()
 
 
 def _pickle(path):

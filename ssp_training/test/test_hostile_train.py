@@ -17,6 +17,7 @@ from ssp_training.checkpoint import latest_checkpoint
 from ssp_training.data.synth import generate_dataset, SynthConfig
 from ssp_training.recipes import CONFIG_DIR
 from ssp_training.run_folder import LOCK_FILE, RunLock
+from ssp_training.tasks import SupervisedTask
 from ssp_training.train import main
 import torch
 
@@ -48,12 +49,21 @@ def _fit(capsys, synth, out, *overrides):
     ("optim.lr=.nan", "optim.lr: expected a finite number"),
     ("optim.lr=.inf", "optim.lr: expected a finite number"),
     ("optim.batch_size=4096", "no full optimiser step at batch_size 4096"),
+    ("data.size=[100000,100000]", "recipe data: size must be [H, W], positive multiples of "
+                                  "32 up to 8192"),   # was a cv2 allocation traceback
+    ("data.crop=[8224,64]", "recipe data: crop must be [H, W]"),
+    ("model.config={feature_indices: [7, 8, 9, 10]}",     # was an IndexError; check said OK
+     "model.config: feature_indices [7, 8, 9, 10] do not fit backbone 'efficientnet_lite0'"),
 ])
 def test_failed_check_leaves_no_run_folder(override, needle, synth, tmp_path, capsys):
     rc, err = _fit(capsys, synth, tmp_path / "run", override)
     assert rc == 2
     assert_one_error_line(err, "ssp_train", needle)
     assert list(tmp_path.iterdir()) == []
+    if override.startswith(("data.", "model.")):   # a recipe value: ssp_train check too
+        rc, err = _run(capsys, "check", "--recipe", IMAGE, f"data.root={synth}", override)
+        assert rc == 2
+        assert_one_error_line(err, "ssp_train", needle)
 
 
 def test_nan_lr_in_a_recipe_file(synth, tmp_path, capsys):
@@ -66,18 +76,36 @@ def test_nan_lr_in_a_recipe_file(synth, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.yaml"]
 
 
+@pytest.mark.parametrize("command", ["fit", "check"])
+def test_a_recipe_file_that_is_not_utf8_is_named(command, tmp_path, capsys):
+    recipe = tmp_path / "latin1.yaml"
+    recipe.write_bytes("description: Caf\u00e9\n".encode("latin-1"))
+    rc, err = _run(capsys, command, "--recipe", str(recipe))
+    assert rc == 2    # was "'utf-8' codec can't decode byte 0xe9 ...", no file named
+    assert_one_error_line(err, "ssp_train", f"recipe {recipe}: not UTF-8 text")
+
+
 def test_empty_clip(synth, tmp_path, capsys):
     data = tmp_path / "data"
     data.mkdir()
     for name in ("dataset.json", "val.txt"):
         (data / name).write_bytes((synth / name).read_bytes())
-    (data / "train.txt").write_text("empty_clip\n")
-    (data / "data" / "empty_clip" / "origin").mkdir(parents=True)
+    for clip in (synth / "val.txt").read_text().split():   # the val clips are fine
+        shutil.copytree(synth / "data" / clip, data / "data" / clip)
+    (data / "train.txt").write_text("no_frames\n")
+    (data / "data" / "no_frames" / "origin").mkdir(parents=True)
     before = snapshot(tmp_path)
-    rc, err = _fit(capsys, data, tmp_path / "run")
-    assert rc == 2
-    assert_one_error_line(err, "ssp_train", "empty_clip")
-    assert snapshot(tmp_path) == before
+    for command in ("fit", "check"):
+        if command == "fit":
+            rc, err = _fit(capsys, data, tmp_path / "run")
+        else:
+            rc, err = _run(capsys, "check", "--recipe", IMAGE, f"data.root={data}")
+        assert rc == 2
+        # Was "flow 'gt' needs ground-truth flow ..., which dataset does not have".
+        assert_one_error_line(err, "ssp_train", f"{data / 'train.txt'} lists clips without "
+                              "frames", "no_frames")
+        assert "flow" not in err.split("origin/*.png")[1]
+        assert snapshot(tmp_path) == before
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -94,6 +122,89 @@ def test_mask_with_ids_outside_the_class_set(workers, synth, tmp_path, capsys):
     assert_one_error_line(err, "ssp_train", str(target), "class id 50",
                           "outside class set 'uavid'")
     assert snapshot(tmp_path) == before   # the new run folder is gone, TensorBoard closed
+
+
+# ------------------------------------------------- a loss that becomes NaN: one line, exit 1
+def test_a_loss_that_diverges_before_a_checkpoint_leaves_no_run_folder(
+        synth, tmp_path, capsys):
+    rc, err = _fit(capsys, synth, tmp_path / "run", "optim.lr=1e12", "optim.warmup_epochs=0")
+    assert rc == 1
+    assert_one_error_line(err, "ssp_train", "the training loss became nan at step 2 (epoch 1)",
+                          "optim.lr 1e+12: lower optim.lr",
+                          "no checkpoint yet, so the run folder", "was removed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_weights_that_became_non_finite_are_never_checkpointed(synth, tmp_path, capsys):
+    # Warm-up keeps the loss of epoch 1 (2 steps here) finite, but its BatchNorm statistics
+    # overflow: that epoch must not become a checkpoint to resume or start from.
+    rc, err = _fit(capsys, synth, tmp_path / "run", "optim.lr=1e12", "optim.epochs=3")
+    assert rc == 1
+    assert_one_error_line(err, "ssp_train", "weights became non-finite during epoch 1",
+                          "not checkpointed", "lower optim.lr", "run folder", "was removed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_loss_that_diverges_later_keeps_the_last_good_checkpoint(
+        synth, tmp_path, capsys, monkeypatch):
+    calls = {"n": 0}
+    real = SupervisedTask.__call__
+
+    def nan_from_epoch_2(self, outputs, batch):   # 2 steps per epoch on this data
+        losses = real(self, outputs, batch)
+        calls["n"] += 1
+        if calls["n"] > 2:    # e.g. a bad frame the augmentation turns into NaN
+            losses["loss"] = losses["loss"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(SupervisedTask, "__call__", nan_from_epoch_2)
+    run = tmp_path / "run"
+    rc, err = _fit(capsys, synth, run, "optim.epochs=3")
+    assert rc == 1
+    ckpt = run / "checkpoints" / "epoch_0001"
+    assert_one_error_line(err, "ssp_train", "loss became nan at step 3 (epoch 2)",
+                          f"the last good checkpoint (epoch_0001) is kept in {ckpt.parent}",
+                          f"new run.out_dir with model.init={ckpt / 'model.safetensors'}")
+    assert latest_checkpoint(run) == ckpt and not (run / "model.safetensors").exists()
+    # What the line proposes works: a new run from that checkpoint.
+    monkeypatch.setattr(SupervisedTask, "__call__", real)
+    rc, err = _fit(capsys, synth, tmp_path / "again", f"model.init={ckpt / 'model.safetensors'}",
+                   "optim.epochs=1")
+    assert rc == 0, err
+
+
+def test_init_weights_that_hold_nan_are_refused_before_training(synth, tmp_path, capsys):
+    torch.manual_seed(0)
+    model = create_model(preset("lite", input_size=(64, 96)))
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    init = tmp_path / "nan.safetensors"
+    save_artifact(init, model, UAVID)
+    rc, err = _fit(capsys, synth, tmp_path / "run", f"model.init={init}")
+    assert rc == 2
+    assert_one_error_line(err, "ssp_train", f"model.init {init} holds non-finite weights")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.safetensors"]
+
+
+# ----------------------------------------------- a CUDA device this machine does not have
+@pytest.mark.parametrize("command", ["fit", "check"])
+@pytest.mark.parametrize("device,gpus,needle", [
+    ("cuda", 0, "run.device is 'cuda' but CUDA is not available on this machine; use "
+                "run.device=cpu or auto"),
+    ("cuda:3", 1, "run.device is 'cuda:3' but this machine has 1 CUDA device(s)"),
+])
+def test_a_missing_cuda_device_is_bad_input(command, device, gpus, needle, synth, tmp_path,
+                                            capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    if command == "fit":
+        rc, err = _fit(capsys, synth, tmp_path / "run", f"run.device={device}")
+    else:
+        rc, err = _run(capsys, "check", "--recipe", IMAGE, f"data.root={synth}",
+                       f"run.device={device}")
+    assert rc == 2
+    assert_one_error_line(err, "ssp_train", needle)
+    assert list(tmp_path.iterdir()) == []
 
 
 # --------------------------------------------------- item 9: weight files that are pickles
@@ -160,6 +271,35 @@ def test_export_logits_never_mixes_teachers_or_datasets(synth, tmp_path, capsys)
     assert _run(capsys, *argv, "--teacher", str(teachers[0]))[0] == 0   # a true resume
 
 
+# ------------------------------------------- --out that is a file; a --data NAME that escapes
+@pytest.mark.parametrize("under", [False, True])
+@pytest.mark.parametrize("command", ["export-logits", "pipeline"])
+def test_out_that_is_a_file(command, under, synth, tmp_path, capsys):
+    torch.manual_seed(0)
+    teacher = tmp_path / "teacher.safetensors"
+    save_artifact(teacher, create_model(preset("lite", input_size=(64, 96))), UAVID)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("the user's\n")
+    out = notes / "sub" if under else notes
+    before = snapshot(tmp_path)
+    args = (["--teacher", str(teacher), "--data", str(synth)] if command == "export-logits"
+            else ["--profile", "tiny", "--data", f"tiny={synth}", "--stages", "image"])
+    rc, err = _run(capsys, command, *args, "--out", str(out))
+    assert rc == 2    # was a bare "[Errno 17] File exists: ..."
+    needle = f"is under a file ({notes})" if under else "is a file, not a folder"
+    assert_one_error_line(err, "ssp_train", f"--out {out} {needle}")
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("name", ["../esc", ".", "..", "a/b", ".hidden", ""])
+def test_pipeline_data_names_are_plain_folder_names(name, synth, tmp_path, capsys):
+    rc, err = _run(capsys, "pipeline", "--profile", "tiny", "--data", f"{name}={synth}",
+                   "--out", str(tmp_path / "out"), "--stages", "image")
+    assert rc == 2    # '../esc' wrote its runs beside --out
+    assert_one_error_line(err, "ssp_train pipeline", "argument --data")
+    assert list(tmp_path.iterdir()) == []
+
+
 # ------------------------------------------------ a corrupt checkpoint: named, and kept
 @pytest.mark.parametrize("name,needle", [
     ("model.safetensors", "model.safetensors: Error while deserializing header"),
@@ -186,6 +326,30 @@ def test_resume_from_a_truncated_checkpoint_names_the_file_and_keeps_the_run(
     assert_one_error_line(err, "ssp_train", f"checkpoint {path.parent} cannot be restored",
                           needle, f"remove {run / 'checkpoints'}")
     assert files() == before     # every file of the run and its checkpoint is left as it was
+
+
+@pytest.mark.parametrize("pointer,needle", [
+    (b"[1]", "holds list [1]"),                                    # was a TypeError traceback
+    (b'{"dir": "../../..", "epoch": 1}', "has dir '../../..'"),   # never leaves checkpoints/
+    (b'{"dir": "epoch_0001"}', "has epoch null for dir 'epoch_0001'"),
+    (b"\xff\xfe", "is not readable JSON"),
+])
+def test_resume_with_a_malformed_latest_json_names_the_file(
+        pointer, needle, synth, tmp_path, capsys):
+    run = tmp_path / "run"
+    keep = ["optim.epochs=1", "run.keep_resume_state=true"]
+    rc, err = _fit(capsys, synth, run, *keep)
+    assert rc == 0, err
+    (run / "summary.json").unlink()     # as if interrupted after its first checkpoint
+    latest = run / "checkpoints" / "latest.json"
+    latest.write_bytes(pointer)
+    before = {k: v for k, v in snapshot(tmp_path).items() if (tmp_path / k).is_file()}
+    rc, err = _run(capsys, "fit", "--recipe", IMAGE, "--resume", f"data.root={synth}",
+                   f"run.out_dir={run}", "val.every=0", "run.plot=false", *keep)
+    assert rc == 2
+    assert_one_error_line(err, "ssp_train", f"{latest} {needle}", '"dir": "epoch_NNNN"',
+                          f"remove {latest.parent}")
+    assert {k: v for k, v in snapshot(tmp_path).items() if (tmp_path / k).is_file()} == before
 
 
 # ------------------------------------------------------------ item 2: one run per folder

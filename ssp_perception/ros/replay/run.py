@@ -5,10 +5,8 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 import errno
-import os
 from pathlib import Path
 import shutil
-import tempfile
 import time
 from typing import Any, Iterator
 
@@ -25,7 +23,7 @@ from .render import PLOT_FILES, SideBySideVideo, VIDEO_FILE, write_plots
 from .report import (decode_labels, Evaluator, FrameRecord, jsonable, ModeRun, ordered_modes,
                      Palette, write_report)
 from ..conversions import IMAGE_TYPE
-from ...files import check_output_target, OutputError, staged_dir
+from ...files import check_can_create, check_output_target, staged_dir
 from ...progress import progress_bar
 
 BAG_NAME = "bag"
@@ -148,7 +146,7 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
     """
     out_dir = check_output_target(cfg.out_dir.resolve(), TOOL, cfg.overwrite, "--overwrite",
                                   _legacy_output)
-    _check_writable(cfg.out_dir, out_dir)
+    check_can_create(out_dir, "--out", cfg.out_dir)
     modes = ("ssp", "image_model") if cfg.compare else ("ssp",)
     for mode in modes:  # bad parameters fail here, before the bag is read
         node_parameters(cfg, mode)
@@ -165,18 +163,6 @@ def replay(cfg: ReplayConfig) -> ReplayResult:
         return ReplayResult(out_dir, jsonable(report), runs)
     finally:
         shutil.rmtree(params_dir, ignore_errors=True)
-
-
-def _check_writable(given: Path, out_dir: Path) -> None:
-    """Raise OutputError unless a folder can be created where the output is staged."""
-    above = out_dir.parent
-    while not above.exists() and above != above.parent:
-        above = above.parent
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=f".{out_dir.name}.probe-", dir=above))
-    except OSError as err:
-        raise OutputError(f"--out {given}: cannot write in {above}: "
-                          f"{err.strerror or err}") from None
 
 
 @contextlib.contextmanager

@@ -25,13 +25,13 @@ from pathlib import Path
 import sys
 import time
 
-from ssp_perception.cli import ArgumentParser, run_main
+from ssp_perception.cli import ArgumentParser, non_negative_int, run_main
 from ssp_perception.config import MAX_SIDE
 
 from .archive import ArchiveError
 from .frames import clip_frames, DatasetInfo, list_clips, sibling, SPLITS
 from .prepare import DEFAULT_SIZE, prepare_ruralscapes, prepare_uavid, PrepareError
-from .synth import generate_dataset, SynthConfig
+from .synth import FPS_RANGE, generate_dataset, MAX_MOVERS, SynthConfig
 from .to_bag import STORAGES, topics, write_bag
 
 _NUISANCES = ("noise", "exposure", "white_balance", "blur", "jpeg", "haze")
@@ -48,6 +48,20 @@ def _size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def _within(low: float, high: float):
+    """Return an argparse ``type``: a finite number in [low, high] (the error names the flag)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not low <= value <= high:   # NaN and inf fail too
+            raise argparse.ArgumentTypeError(f"expected a number in {low:g}..{high:g}, got "
+                                             f"{text!r}")
+        return value
+    return parse
+
+
 def _add_synth(sub: argparse._SubParsersAction) -> None:
     d = {f.name: f.default for f in fields(SynthConfig)}
     p = sub.add_parser("synth", help="generate the synthetic aerial video dataset")
@@ -55,14 +69,16 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sequences", type=int, default=d["sequences"], help="number of clips")
     p.add_argument("--frames", type=int, default=d["frames"], help="frames per clip")
     p.add_argument("--size", type=_size, default=d["size"], help="frame size HxW")
-    p.add_argument("--seed", type=int, default=d["seed"], help="random seed")
-    p.add_argument("--fps", type=float, default=d["fps"], help="frame rate")
+    p.add_argument("--seed", type=non_negative_int, default=d["seed"],
+                   help="random seed (an integer >= 0)")
+    p.add_argument("--fps", type=_within(*FPS_RANGE), default=d["fps"],
+                   help=f"frame rate, {FPS_RANGE[0]:g}..{FPS_RANGE[1]:g}")
     p.add_argument("--val-fraction", type=float, default=d["val_fraction"],
                    help="share of clips in the val split")
-    p.add_argument("--vehicles", type=float, default=d["moving_vehicles"],
-                   help="mean moving vehicles per view-sized area")
-    p.add_argument("--persons", type=float, default=d["moving_persons"],
-                   help="mean walking people per view-sized area")
+    p.add_argument("--vehicles", type=_within(0.0, MAX_MOVERS), default=d["moving_vehicles"],
+                   help=f"mean moving vehicles per view-sized area, 0..{MAX_MOVERS:g}")
+    p.add_argument("--persons", type=_within(0.0, MAX_MOVERS), default=d["moving_persons"],
+                   help=f"mean walking people per view-sized area, 0..{MAX_MOVERS:g}")
     p.add_argument("--nuisance", type=float, default=None,
                    help="set every nuisance strength (0 = clean frames, 1 = default)")
     for name in _NUISANCES:
@@ -144,7 +160,9 @@ def _add_to_bag(sub: argparse._SubParsersAction) -> None:
                    help="rosbag2 storage plugin")
     p.add_argument("--compressed", action="store_true",
                    help="also write JPEG sensor_msgs/CompressedImage frames")
-    p.add_argument("--fps", type=float, default=None, help="stamp rate (default: dataset fps)")
+    p.add_argument("--fps", type=float, default=None,
+                   help="stamp rate (default: dataset fps); the last stamp must fit a ROS time "
+                        "(int32 seconds, 2038), and stamps at most 1e9 per second")
     p.add_argument("--topic-prefix", default="/camera", help="topic namespace")
     p.add_argument("--force", action="store_true", help="replace an existing --out bag")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

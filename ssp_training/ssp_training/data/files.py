@@ -38,6 +38,23 @@ PNG_MONO_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY,
                    cv2.IMWRITE_PNG_STRATEGY_RLE]
 
 
+def make_folder(path: str | Path, flag: str) -> Path:
+    """Create the resumable output folder ``path`` (kept if it exists) for option ``flag``.
+
+    A regular file at ``path`` or above it is refused with a ``ValueError`` naming ``flag``
+    and that file (``mkdir`` said only ``[Errno 17] File exists``).
+    """
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists() or p.is_symlink():
+            if not p.is_dir():
+                what = "is a file" if p == path else f"is under a file ({p})"
+                raise ValueError(f"{flag} {path} {what}, not a folder; give a folder path")
+            break
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def write_lines(path: str | Path, lines: list[str]) -> Path:
     """Write one entry per line (with a trailing newline), atomically."""
     return atomic_write_bytes(path, "".join(f"{line}\n" for line in lines).encode())

@@ -111,9 +111,12 @@ def list_clips(root: str | Path, split: str) -> list[str]:
         raise files.DataError(f"{path} lists clip{'s' if len(twice) > 1 else ''} "
                               f"{', '.join(twice[:5])} more than once (each would be scored "
                               "again)")
-    missing = [c for c in clips if not (root / "data" / c / "origin").is_dir()]
+    # A clip without frames: no origin/ folder, or one that holds no *.png (stops at the first).
+    missing = [c for c in clips if not (root / "data" / c / "origin").is_dir()
+               or next((root / "data" / c / "origin").glob("*.png"), None) is None]
     if missing:
-        raise FileNotFoundError(f"{path} lists clips without frames under {root / 'data'}: "
+        raise FileNotFoundError(f"{path} lists clips without frames (no "
+                                f"data/<clip>/origin/*.png) under {root / 'data'}: "
                                 f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
     return clips
 

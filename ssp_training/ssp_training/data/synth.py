@@ -39,6 +39,11 @@ from .scene import build_world
 
 FORMAT_VERSION = 1
 GENERATOR_VERSION = 1
+# Frame rates a synthetic camera may have (it sets the motion per frame; real cameras: 1..240).
+FPS_RANGE = (0.1, 1000.0)
+# Most movers of each kind per view-sized area (defaults 4 and 6): at 100 the roads and paths
+# are full, and each one more costs time per frame (1e9 never finished).
+MAX_MOVERS = 100.0
 _WRITE_AHEAD = 6  # frames whose files may be queued for the writer threads at once
 
 
@@ -100,16 +105,19 @@ class SynthConfig:
         object.__setattr__(self, "speed_mps", tuple(float(v) for v in self.speed_mps))
         if self.frames < 1 or self.sequences < 1:
             fail(f"frames and sequences must be >= 1, got {self.frames} and {self.sequences}")
-        if not self.fps > 0:
-            fail(f"fps must be > 0, got {self.fps}")
+        if not FPS_RANGE[0] <= self.fps <= FPS_RANGE[1]:   # NaN and inf fail too
+            fail(f"fps must be a finite number in {FPS_RANGE[0]:g}..{FPS_RANGE[1]:g}, got "
+                 f"{self.fps}")
         if not 0.0 <= self.val_fraction < 1.0:
             fail(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if not self.view_width_m > 0:
             fail(f"view_width_m must be > 0, got {self.view_width_m}")
         if not 20.0 <= self.hfov_deg <= 100.0:
             fail(f"hfov_deg must be in [20, 100], got {self.hfov_deg}")
-        if self.moving_vehicles < 0 or self.moving_persons < 0:
-            fail("moving_vehicles and moving_persons must be >= 0")
+        for name in ("moving_vehicles", "moving_persons"):
+            if not 0.0 <= getattr(self, name) <= MAX_MOVERS:
+                fail(f"{name} must be in 0..{MAX_MOVERS:g} per view-sized area, got "
+                     f"{getattr(self, name)}")
         for f in ("noise", "exposure", "white_balance", "blur", "jpeg", "haze"):
             if not 0.0 <= getattr(self, f) <= 3.0:
                 fail(f"{f} strength must be in [0, 3], got {getattr(self, f)}")

@@ -38,6 +38,9 @@ TYPESTORE = Stores.ROS2_KILTED
 BAG_VERSION = 9
 DEFAULT_START_NS = 1_700_000_000_000_000_000  # 2023-11-14T22:13:20Z: fixed, so bags repeat
 CLIP_GAP_NS = 1_000_000_000
+# builtin_interfaces/Time holds int32 seconds: the last stamp must be before 2038-01-19.
+MAX_STAMP_NS = (2**31 - 1) * 1_000_000_000
+MAX_FPS = 1e9   # beyond, consecutive stamps would fall on the same nanosecond
 STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
 JPEG_QUALITY = 90
 BAG_TOOL = "ssp_data to-bag"
@@ -161,6 +164,18 @@ def _write_frame(writer: Writer, conn: dict, msgs: _Messages, frame: Path, t: in
         writer.write(conn["labels"], t, msgs.image(t, load_mask(mask), "mono8"))
 
 
+def _check_stamps(start_ns: int, rate: float, frames: int, clips: int) -> None:
+    """Raise ``ValueError`` unless the last of ``frames`` stamps fits a ROS time (int32 s)."""
+    gaps = (clips - 1) * CLIP_GAP_NS
+    last = start_ns + (frames - 1) * 1e9 / rate + gaps
+    if frames > 1 and last > MAX_STAMP_NS:
+        least = (frames - 1) * 1e9 / (MAX_STAMP_NS - start_ns - gaps)
+        raise ValueError(f"--fps {rate:g} stamps the last of {frames} frames "
+                         f"{(last - start_ns) / 1e9:.3g} s after the bag's start, beyond what a "
+                         f"ROS time holds (int32 seconds, 2038-01-19); use --fps >= "
+                         f"{least * 1.001:.3g}")
+
+
 def write_bag(root: str | Path, clip_or_split: str, out_path: str | Path,
               storage: str = "sqlite3", compressed: bool = False, fps: float | None = None,
               topic_prefix: str = "/camera", frame_id: str = "camera_optical_frame",
@@ -179,11 +194,12 @@ def write_bag(root: str | Path, clip_or_split: str, out_path: str | Path,
     names = topics(topic_prefix)
     info = DatasetInfo.load(root)
     rate = float(fps if fps is not None else info.fps)
-    if not math.isfinite(rate) or rate <= 0:
-        raise ValueError(f"--fps must be a number > 0, got {rate}")
+    if not math.isfinite(rate) or not 0 < rate <= MAX_FPS:
+        raise ValueError(f"--fps must be a number in (0, {MAX_FPS:g}], got {rate:g}")
     check_output_target(out, BAG_TOOL, overwrite, legacy=is_legacy_bag)
     clips = _clips_of(root, clip_or_split)
     frames = [f for c in clips for f in clip_frames(root, c)]
+    _check_stamps(start_ns, rate, len(frames), len(clips))
     msgs = _Messages(info, frame_id)
     with staged_dir(out, BAG_TOOL, force=overwrite, legacy=is_legacy_bag) as stage:
         # rosbags creates the bag folder itself and names the storage file after it.

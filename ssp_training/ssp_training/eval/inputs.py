@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 from ssp_perception.config import MAX_SIDE
-from ssp_perception.files import (check_output_target, check_report_file, load_tensor_file,
-                                  OutputError)
+from ssp_perception.files import (check_can_create, check_output_target, check_report_file,
+                                  load_tensor_file, OutputError)
 import torch
 
 from .report import EVAL_TOOL, is_legacy_report
@@ -53,6 +53,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise EvalError(f"--json {args.json}: is a folder; give the report's file name, "
                         f"e.g. {Path(args.json) / 'eval.json'}")
     try:
+        check_can_create(out, "--out")   # the tables, plots (and report) go there
         check_report_file(args.json or out / "eval.json", EVAL_TOOL,
                           "--json" if args.json else "--out", legacy=is_legacy_report)
     except OutputError as err:
