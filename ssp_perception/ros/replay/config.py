@@ -176,14 +176,16 @@ def _check_type(spec: ParamSpec, value: Any) -> None:
     # What rclpy's typed declare_parameter does with an override of another type (the node
     # then refuses to start); an empty list fits any array type.
     try:
-        given = Parameter.Type.from_parameter_value(value)
+        given = Parameter.Type.from_parameter_value(value).value
     except TypeError:
         given = None
+    # Compared by number: Parameter.Type is an IntEnum in Kilted's rclpy, a plain Enum in
+    # Jazzy's (there it never equals the ParameterType constant).
     if value is None or given == spec.type_ or (value == [] and spec.type_ in _ARRAY_TYPES):
         return
     kind = Parameter.Type(spec.type_).name.lower()
-    raise ReplayError(f"parameter {spec.name!r} must be of type {kind} (write doubles with a "
-                      f"decimal point), got {value!r}")
+    hint = " (write doubles with a decimal point)" if "double" in kind else ""
+    raise ReplayError(f"parameter {spec.name!r} must be of type {kind}{hint}, got {value!r}")
 
 
 _ARRAY_TYPES = (ParameterType.PARAMETER_BOOL_ARRAY, ParameterType.PARAMETER_INTEGER_ARRAY,
