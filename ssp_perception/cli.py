@@ -336,6 +336,11 @@ def entry(tool: str, module: str, attr: str = "main") -> NoReturn:
         # the second is being installed) already raises Interrupted.
         install_signal_handlers()
         main = getattr(importlib.import_module(module), attr)
+        if _first is not None:
+            # The signal came during the import and its exception was swallowed there (in a
+            # callback whose exceptions Python ignores, such as importlib's module-lock one):
+            # the tool must not start (run_main begins with a clean slate).
+            raise Interrupted(_first)
         code = main()
     except KeyboardInterrupt as err:
         signum = err.signum if isinstance(err, Interrupted) else (_first or signal.SIGINT)

@@ -1,5 +1,6 @@
 """ssp_perception.cli: one error line, one exit status per signal, cleanup before the exit."""
 
+import os
 from pathlib import Path
 import signal
 import subprocess
@@ -236,3 +237,27 @@ def test_an_output_this_user_may_not_write_names_the_path_not_its_staging_siblin
     assert done.stderr.startswith("demo_tool: error: /sys/report.json: Permission denied; "), \
         done.stderr
     assert ".tmp-" not in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+def test_a_signal_swallowed_during_the_import_still_stops_the_tool(tmp_path):
+    # As when SIGTERM lands in a callback whose exceptions Python ignores (importlib's
+    # module-lock one): the import goes on, but the tool must not start its work.
+    (tmp_path / "swallowing_tool.py").write_text(textwrap.dedent("""
+        import os, signal, time
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+        except BaseException:
+            pass
+
+        def main():
+            print("main ran")
+            return 0
+    """))
+    code = "from ssp_perception.cli import entry; entry('demo_tool', 'swallowing_tool')"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": ":".join(
+                              [str(tmp_path), *sys.path])})
+    assert proc.returncode == EXIT_SIGTERM, proc.stderr
+    assert "main ran" not in proc.stdout
+    assert proc.stderr.strip().splitlines()[-1] == "demo_tool: interrupted; nothing was written"
