@@ -147,7 +147,21 @@ def install_signal_handlers() -> dict[int, object]:
     """
     if threading.current_thread() is not threading.main_thread():
         return {}
+    if sys.unraisablehook is sys.__unraisablehook__:
+        sys.unraisablehook = _unraisable
     return {s: signal.signal(s, _handler) for s in SIGNALS}
+
+
+def _unraisable(hook_args: object) -> None:
+    """Keep quiet about our own signal where Python ignores exceptions (a finaliser, a callback).
+
+    The handler raises :class:`Interrupted` in whatever the main thread runs; inside importlib's
+    module-lock callback or a ``__del__`` Python drops it and prints a traceback. The signal is
+    already recorded (the tool still ends with its status), so only that print is dropped.
+    """
+    if isinstance(getattr(hook_args, "exc_value", None), Interrupted):
+        return
+    sys.__unraisablehook__(hook_args)
 
 
 def restore_signal_handlers(previous: dict[int, object]) -> None:

@@ -261,3 +261,31 @@ def test_a_signal_swallowed_during_the_import_still_stops_the_tool(tmp_path):
     assert proc.returncode == EXIT_SIGTERM, proc.stderr
     assert "main ran" not in proc.stdout
     assert proc.stderr.strip().splitlines()[-1] == "demo_tool: interrupted; nothing was written"
+
+
+def test_a_signal_dropped_in_a_finaliser_prints_no_traceback(tmp_path):
+    # Python drops exceptions raised in __del__ (and importlib's lock callbacks) and prints
+    # them with a traceback; a tool's own signal must not print one.
+    code = textwrap.dedent("""
+        import os, signal, sys
+        from ssp_perception.cli import entry
+
+        class Dropped:
+            def __del__(self):
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(10 ** 6):   # the handler runs here, inside the finaliser
+                    pass
+
+        def body():
+            Dropped()
+            return 0
+
+        sys.modules["demo_mod"] = type(sys)("demo_mod")
+        sys.modules["demo_mod"].main = lambda: __import__("ssp_perception.cli").cli.run_main(
+            body, "demo_tool")
+        entry("demo_tool", "demo_mod")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == EXIT_SIGINT, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
