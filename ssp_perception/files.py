@@ -295,29 +295,42 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+def remove_dead_folders(parent: Path, name_glob: str, name: re.Pattern[str],
+                        belongs: Callable[[Path], bool]) -> list[Path]:
+    """Remove the folders in ``parent`` that processes which no longer exist left behind.
+
+    A folder is removed only if it proves to be such: its name matches ``name`` (whose first
+    group is the pid of the process that made it), it is a folder (not a link) owned by this
+    user, that process no longer exists, and ``belongs(folder)`` holds. Return the removed
+    folders. Used where ``kill -9`` gives a tool no chance to clean up after itself.
+    """
+    removed = []
+    for path in parent.glob(name_glob):
+        match = name.fullmatch(path.name)
+        try:
+            if (match is None or path.is_symlink() or not path.is_dir()
+                    or path.stat().st_uid != os.getuid() or process_alive(int(match[1]))
+                    or not belongs(path)):
+                continue
+        except OSError:
+            continue   # another process removed it first, or it is not ours to read
+        remove_tree(path)
+        removed.append(path)
+    return removed
+
+
 def remove_stale_stages(dest: str | os.PathLike, tool: str) -> list[Path]:
     """Remove the staging folders of ``dest`` that a killed ``tool`` process left behind.
 
-    ``kill -9`` gives :func:`staged_dir` no chance to clean up. Only folders that prove to be
-    such are removed: named as :func:`staged_dir` names the staging folders of ``dest``
-    (``.<name>.staging-<pid>-<thread>``), holding the marker naming ``tool``, owned by this
-    user, and whose process no longer exists. Return the removed folders.
+    ``kill -9`` gives :func:`staged_dir` no chance to clean up. Only folders named as
+    :func:`staged_dir` names the staging folders of ``dest`` (``.<name>.staging-<pid>-<thread>``)
+    and holding the marker naming ``tool`` are candidates (:func:`remove_dead_folders`).
     """
     dest = Path(dest)
-    pattern = re.compile(rf"\.{re.escape(dest.name)}\.staging-(\d+)-\d+")
-    removed = []
-    for stage in dest.parent.glob(f".{glob.escape(dest.name)}.staging-*"):
-        match = pattern.fullmatch(stage.name)
-        try:
-            if (match is None or stage.is_symlink() or not stage.is_dir()
-                    or stage.stat().st_uid != os.getuid() or _marker_tool(stage) != tool
-                    or process_alive(int(match[1]))):
-                continue
-        except OSError:
-            continue
-        remove_tree(stage)
-        removed.append(stage)
-    return removed
+    return remove_dead_folders(
+        dest.parent, f".{glob.escape(dest.name)}.staging-*",
+        re.compile(rf"\.{re.escape(dest.name)}\.staging-(\d+)-\d+"),
+        lambda stage: _marker_tool(stage) == tool)
 
 
 def remove_tree(path: Path, attempts: int = 5) -> None:

@@ -13,7 +13,6 @@ from collections import deque
 import os
 from pathlib import Path
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from typing import Any
 import yaml
 
 from .config import ReplayError
-from ...files import process_alive
+from ...files import remove_dead_folders
 
 NODE_NAME = "ssp_node"
 _TAIL_LINES = 40
@@ -42,24 +41,12 @@ def make_params_dir() -> Path:
 def remove_stale_params_dirs(root: Path | None = None) -> list[Path]:
     """Remove parameter folders of replays that were killed; return the removed folders.
 
-    Only folders that prove to be such are removed: named by :func:`make_params_dir`, owned by
-    this user, holding nothing but node parameter files, of a process that no longer exists.
+    Only folders named by :func:`make_params_dir` and holding nothing but node parameter files
+    are candidates (:func:`~ssp_perception.files.remove_dead_folders`).
     """
-    root = Path(root or tempfile.gettempdir())
-    removed = []
-    for path in root.glob(f"{PARAMS_PREFIX}*"):
-        match = _PARAMS_DIR.fullmatch(path.name)
-        try:
-            if (match is None or path.is_symlink() or not path.is_dir()
-                    or path.stat().st_uid != os.getuid() or process_alive(int(match[1]))
-                    or not all(_PARAMS_FILE.fullmatch(f.name) and f.is_file()
-                               for f in path.iterdir())):
-                continue
-            shutil.rmtree(path)
-        except OSError:
-            continue   # another replay removed it first, or it is not ours to remove
-        removed.append(path)
-    return removed
+    return remove_dead_folders(
+        Path(root or tempfile.gettempdir()), f"{PARAMS_PREFIX}*", _PARAMS_DIR,
+        lambda path: all(_PARAMS_FILE.fullmatch(f.name) and f.is_file() for f in path.iterdir()))
 
 
 class NodeProcess:
