@@ -27,9 +27,11 @@ from .recipes import dump_recipe, load_recipe, Recipe, RecipeError
 
 RECIPE_COPY = "recipe.yaml"
 LOCK_FILE = ".lock"
-# What a resumed run may change: how it runs and validates, not what it trains.
+# What a resumed run may change: how it runs and validates, not what it trains; and where the
+# run folder is (one moved or copied to another disk or machine resumes there).
 RESUME_MAY_CHANGE = ("run.threads", "run.device", "run.log_every", "run.plot",
-                     "run.keep_resume_state", "data.workers", "val.", "description")
+                     "run.keep_resume_state", "run.out_dir", "data.workers", "val.",
+                     "description")
 SUMMARY = "summary.json"
 
 

@@ -1,6 +1,7 @@
 """``ssp_train`` under hostile input (issue 17 items 2, 6, 9, 11): locks and no leftovers."""
 
 import os
+from pathlib import Path
 import pickle
 import shutil
 import signal
@@ -42,6 +43,28 @@ def _run(capsys, *argv):
 def _fit(capsys, synth, out, *overrides):
     return _run(capsys, "fit", "--recipe", IMAGE, f"data.root={synth}", f"run.out_dir={out}",
                 "val.every=0", "run.plot=false", *overrides)
+
+
+_RESUMABLE = ["optim.epochs=1", "run.keep_resume_state=true"]
+
+
+@pytest.fixture(scope="module")
+def _trained_run(synth, tmp_path_factory):
+    run = tmp_path_factory.mktemp("trained") / "run"
+    assert main(["fit", "--recipe", IMAGE, f"data.root={synth}", f"run.out_dir={run}",
+                 "val.every=0", "run.plot=false", *_RESUMABLE]) == 0
+    return run
+
+
+@pytest.fixture
+def resumable_run(_trained_run, tmp_path):
+    """Return this test's copy of a finished one-epoch run with its resume state."""
+    return Path(shutil.copytree(_trained_run, tmp_path / "run", symlinks=True))
+
+
+def _resume(capsys, synth, run):
+    return _run(capsys, "fit", "--recipe", IMAGE, "--resume", f"data.root={synth}",
+                f"run.out_dir={run}", "val.every=0", "run.plot=false", *_RESUMABLE)
 
 
 # ------------------------------------------- item 6: data-dependent failures leave nothing
@@ -307,11 +330,8 @@ def test_pipeline_data_names_are_plain_folder_names(name, synth, tmp_path, capsy
     ("train_state.json", "train_state.json is not valid JSON"),
 ])
 def test_resume_from_a_truncated_checkpoint_names_the_file_and_keeps_the_run(
-        name, needle, synth, tmp_path, capsys):
-    run = tmp_path / "run"
-    keep = ["optim.epochs=1", "run.keep_resume_state=true"]
-    rc, err = _fit(capsys, synth, run, *keep)
-    assert rc == 0, err
+        name, needle, synth, resumable_run, tmp_path, capsys):
+    run = resumable_run
     path = latest_checkpoint(run) / name
     data = path.read_bytes()
     path.write_bytes(data[:len(data) // 2])
@@ -320,8 +340,7 @@ def test_resume_from_a_truncated_checkpoint_names_the_file_and_keeps_the_run(
         return {k: v for k, v in snapshot(tmp_path).items() if (tmp_path / k).is_file()}
 
     before = files()
-    rc, err = _run(capsys, "fit", "--recipe", IMAGE, "--resume", f"data.root={synth}",
-                   f"run.out_dir={run}", "val.every=0", "run.plot=false", *keep)
+    rc, err = _resume(capsys, synth, run)
     assert rc == 2
     assert_one_error_line(err, "ssp_train", f"checkpoint {path.parent} cannot be restored",
                           needle, f"remove {run / 'checkpoints'}")
@@ -335,17 +354,13 @@ def test_resume_from_a_truncated_checkpoint_names_the_file_and_keeps_the_run(
     (b"\xff\xfe", "is not readable JSON"),
 ])
 def test_resume_with_a_malformed_latest_json_names_the_file(
-        pointer, needle, synth, tmp_path, capsys):
-    run = tmp_path / "run"
-    keep = ["optim.epochs=1", "run.keep_resume_state=true"]
-    rc, err = _fit(capsys, synth, run, *keep)
-    assert rc == 0, err
+        pointer, needle, synth, resumable_run, tmp_path, capsys):
+    run = resumable_run
     (run / "summary.json").unlink()     # as if interrupted after its first checkpoint
     latest = run / "checkpoints" / "latest.json"
     latest.write_bytes(pointer)
     before = {k: v for k, v in snapshot(tmp_path).items() if (tmp_path / k).is_file()}
-    rc, err = _run(capsys, "fit", "--recipe", IMAGE, "--resume", f"data.root={synth}",
-                   f"run.out_dir={run}", "val.every=0", "run.plot=false", *keep)
+    rc, err = _resume(capsys, synth, run)
     assert rc == 2
     assert_one_error_line(err, "ssp_train", f"{latest} {needle}", '"dir": "epoch_NNNN"',
                           f"remove {latest.parent}")

@@ -1,8 +1,12 @@
-"""A real ``ssp_train fit`` killed with SIGKILL mid-epoch resumes with --resume and finishes."""
+"""A real ``ssp_train fit`` killed with SIGKILL mid-epoch resumes with --resume and finishes.
+
+It resumes after its run folder was moved, too (``run.out_dir`` names the new place).
+"""
 
 import json
 import os
 from pathlib import Path
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +16,7 @@ import pytest
 from ssp_perception.artifact import load_artifact
 from ssp_training.checkpoint import latest_checkpoint, load_train_state
 from ssp_training.data.synth import generate_dataset, SynthConfig
-from ssp_training.recipes import CONFIG_DIR
+from ssp_training.recipes import CONFIG_DIR, load_recipe
 from ssp_training.train import fit
 
 pytestmark = pytest.mark.slow
@@ -68,10 +72,16 @@ def test_sigkill_mid_epoch_then_resume_finishes_with_each_step_once(tmp_path):
     load_artifact(folder / "model.safetensors")
     assert load_train_state(folder)[1]["step"] == 8
 
+    # The run folder moves (another disk or machine) and resumes in its new place.
+    (tmp_path / "disk2").mkdir()
+    run = Path(shutil.move(run, tmp_path / "disk2" / "run"))
+    overrides = [o for o in overrides if not o.startswith("run.out_dir=")] + [
+        f"run.out_dir={run}"]
     # keep_resume_state: look at the last checkpoint (a finished run prunes it by default).
     summary = fit(IMAGE, overrides + ["run.threads=0", "run.keep_resume_state=true"],
                   resume=True)
     assert summary["epochs"] == 2 and summary["steps"] == 16
+    assert load_recipe(run / "recipe.yaml").out_dir == run   # its copy names the new place
     assert _steps(run / "train.csv") == list(range(1, 17)), "each step logged exactly once"
     names = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert names == ["epoch_0002", "latest.json"]
