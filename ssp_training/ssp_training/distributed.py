@@ -108,6 +108,19 @@ def broadcast_flag(info: DistInfo, flag: bool) -> bool:
     return bool(t.item())
 
 
+def all_ranks(info: DistInfo, flag: bool) -> bool:
+    """Return whether ``flag`` holds on every rank (e.g. "my loss is finite").
+
+    Each rank must call it at the same point: a rank that stops alone leaves the others
+    waiting in their next collective until the process group times out.
+    """
+    if not info.distributed:
+        return flag
+    t = torch.tensor([int(flag)], device=info.device if info.device.type == "cuda" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
+
+
 def mean_over_ranks(info: DistInfo, values: dict[str, float]) -> dict[str, float]:
     """Return the mean of each value over all ranks (for logging)."""
     if not info.distributed or not values:

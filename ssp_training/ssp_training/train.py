@@ -44,7 +44,7 @@ from .checkpoint import (CheckpointError, latest_checkpoint, load_model_state,
                          load_optimizer_state, load_train_state, optimizer_state,
                          prune_checkpoints, rng_state, save_checkpoint, set_rng_state,
                          unreadable)
-from .distributed import (barrier, broadcast_buffers, DistInfo, gather_fingerprints,
+from .distributed import (all_ranks, barrier, broadcast_buffers, DistInfo, gather_fingerprints,
                           init_distributed, mean_over_ranks, shutdown)
 from .kd import KDImageTask, KDSSPTask
 from .model_kinds import get_model_kind, ModelKind
@@ -291,9 +291,14 @@ class Trainer:
             with autocast:
                 outputs = self.step_module(batch)
             losses = self.task(outputs, batch)
-            if not torch.isfinite(losses["loss"]):
-                self._diverged(f"the training loss became {float(losses['loss'].detach())} "
-                               f"at step {self.state.step + 1} (epoch {self.state.epoch + 1})")
+            finite = bool(torch.isfinite(losses["loss"]))
+            # Decided together: a rank that stopped alone would leave the others waiting in
+            # the gradient all-reduce until the process group timed out.
+            if not all_ranks(self.info, finite):
+                value = (f"{float(losses['loss'].detach())}" if not finite else
+                         "non-finite on another rank")
+                self._diverged(f"the training loss became {value} at step {self.state.step + 1}"
+                               f" (epoch {self.state.epoch + 1})")
             self.scaler.scale(losses["loss"] / self.recipe.optim.grad_accum).backward()
         return {k: v.detach() for k, v in losses.items()}
 

@@ -4,11 +4,16 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from ssp_perception.artifact import load_artifact
 from ssp_training.data.synth import generate_dataset, SynthConfig
+from ssp_training.distributed import all_ranks, DistInfo
 from ssp_training.recipes import CONFIG_DIR
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 pytestmark = pytest.mark.slow
 
@@ -35,3 +40,28 @@ def test_two_gloo_processes_train_identical_replicas(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 2
     load_artifact(run / "model.safetensors")
+
+
+def _decide(rank, init, flags, results):
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=len(flags))
+    try:
+        info = DistInfo(rank=rank, world_size=len(flags), local_rank=rank,
+                        device=torch.device("cpu"))
+        results.put((rank, all_ranks(info, flags[rank])))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("flags,expected", [([True, True], True), ([True, False], False)])
+def test_a_non_finite_loss_on_one_rank_stops_every_rank(flags, expected, tmp_path):
+    # The trainer decides "the loss is finite" with all_ranks: the rank that saw NaN and the
+    # ones that did not stop together (alone, it left the others in the gradient all-reduce).
+    ctx = mp.get_context("spawn")
+    results = ctx.SimpleQueue()
+    procs = mp.start_processes(_decide, args=(f"file://{tmp_path / 'store'}", flags, results),
+                               nprocs=len(flags), join=False, start_method="spawn")
+    deadline = time.monotonic() + 120
+    while not procs.join(timeout=5):    # True once every process has ended (an error raises)
+        assert time.monotonic() < deadline, "a rank is still waiting"
+    got = dict(results.get() for _ in flags)
+    assert got == {rank: expected for rank in range(len(flags))}
