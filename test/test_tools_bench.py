@@ -79,6 +79,27 @@ def test_bench_refuses_an_artifact_whose_feature_indices_its_backbone_lacks(tmp_
     assert "feature_indices [7, 8, 9, 10] do not fit backbone 'efficientnet_lite0'" in err
 
 
+def test_bench_refuses_a_model_whose_outputs_are_not_finite(tmp_path, capsys):
+    from ssp_perception.artifact import save_artifact
+    from ssp_perception.classes import UAVID
+    from ssp_perception.config import preset
+    from ssp_perception.models import create_model
+    model = create_model(preset("lite", input_size=(64, 96)))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    path = tmp_path / "nan.safetensors"
+    save_artifact(path, model, UAVID)
+    out = tmp_path / "bench.json"
+    rc = main(["--checkpoint", str(path), "--frames", "50", "--warmup", "0", "--no-progress",
+               "--json", str(out)])
+    assert rc == 2    # was 0, with a report of a model that outputs NaN
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    assert f"{path}: the model's outputs on the first frame are not finite" in err
+    assert not out.exists()
+
+
 def test_bench_config_validation():
     with pytest.raises(ValueError, match="frames"):
         BenchConfig(frames=0)

@@ -158,6 +158,8 @@ def run_benchmark(cfg: BenchConfig, progress: bool = True) -> dict[str, Any]:
                 backend.synchronize()
                 spans[name] = (t_a, _now())
             state = (out, state_feat)
+            if k == 0:
+                _check_finite(cfg, logits, out)
             t3 = _now()
             stream.process(frame, stamp=k / 20.0)
             t4 = _now()
@@ -218,6 +220,15 @@ def _load_model(cfg: BenchConfig):
                      None) or ClassSet("bench", tuple(f"c{i}" for i in range(mcfg.num_classes)),
                                        tuple((i, i, i) for i in range(mcfg.num_classes)))
     return create_model(mcfg), class_set
+
+
+def _check_finite(cfg: BenchConfig, *outputs: torch.Tensor) -> None:
+    """Refuse to time a model whose first outputs hold NaN or inf (broken weights)."""
+    if not all(bool(torch.isfinite(t).all()) for t in outputs):
+        what = cfg.checkpoint or f"preset {cfg.preset}"
+        raise ValueError(f"{what}: the model's outputs on the first frame are not finite (NaN "
+                         "or inf); timings of it would not describe a working model (check "
+                         "the checkpoint's weights)")
 
 
 def _count(module: torch.nn.Module) -> int:
