@@ -8,6 +8,11 @@
   when the run fails or is interrupted before its first checkpoint (a bad learning rate, a
   batch larger than the data, an empty clip, Ctrl-C during start-up); once a checkpoint is
   published the folder stays, and ``--resume`` continues it.
+- **A run may move.** ``--resume`` refuses a recipe that changes what is trained, but not a new
+  ``run.out_dir`` (the folder was moved or copied), nor a new ``data.root`` that holds the same
+  dataset: the same ``dataset.json`` and ``train.txt`` as when the run started (their SHA-256,
+  kept in ``<run_dir>/dataset_identity.json``), as on a cluster that copies the dataset to each
+  job's own scratch folder.
 """
 
 from __future__ import annotations
@@ -16,16 +21,23 @@ from collections.abc import Iterator
 import contextlib
 import errno
 import fcntl
+import json
 import os
 from pathlib import Path
 import shutil
 from typing import Any
+
+from ssp_perception.backends.engine_cache import file_sha256
+from ssp_perception.files import atomic_write_json
 
 from .checkpoint import LATEST
 from .distributed import barrier, DistInfo
 from .recipes import dump_recipe, load_recipe, Recipe, RecipeError
 
 RECIPE_COPY = "recipe.yaml"
+DATASET_IDENTITY = "dataset_identity.json"
+# The files that say which dataset a run trains on (a data.root holding the same may replace it).
+_IDENTITY_FILES = ("dataset.json", "train.txt")
 LOCK_FILE = ".lock"
 # What a resumed run may change: how it runs and validates, not what it trains; and where the
 # run folder is (one moved or copied to another disk or machine resumes there).
@@ -113,9 +125,14 @@ def check_run_dir(recipe: Recipe, resume: bool) -> None:
         a, b = _flatten(load_recipe(saved).to_dict()), _flatten(recipe.to_dict())
         diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
                       and not k.startswith(RESUME_MAY_CHANGE))
+        moved = "data.root" in diff and _same_dataset(run_dir, recipe.data.root)
+        diff = [k for k in diff if not (moved and k == "data.root")]
         if diff:
+            hint = (f" (a new data.root resumes only if its {' and '.join(_IDENTITY_FILES)} "
+                    f"are the run's, as {run_dir / DATASET_IDENTITY} records them)"
+                    if "data.root" in diff else "")
             raise RecipeError(f"--resume with a recipe that differs from {saved} in {diff}; "
-                              "resume with the same recipe and overrides")
+                              f"resume with the same recipe and overrides{hint}")
 
 
 @contextlib.contextmanager
@@ -157,10 +174,32 @@ def _after_failure(run_dir: Path, ours: bool) -> str:
 
 
 def start_run_dir(recipe: Recipe, info: DistInfo) -> None:
-    """Write the recipe copy into the (locked, checked) run folder; wait for every rank."""
+    """Write the recipe copy and the dataset's identity into the (locked, checked) run folder.
+
+    Every rank waits for it. On a resume both describe the run as it goes on: its new place,
+    and its dataset's new root (checked to hold the same dataset by :func:`check_run_dir`).
+    """
     if info.is_main:
         dump_recipe(recipe, recipe.out_dir / RECIPE_COPY)
+        atomic_write_json(recipe.out_dir / DATASET_IDENTITY, dataset_identity(recipe.data.root))
     barrier(info)
+
+
+def dataset_identity(root: str | os.PathLike) -> dict[str, str]:
+    """Return the SHA-256 of the files that say which dataset ``root`` holds (absent: "")."""
+    root = Path(root)
+    return {name: file_sha256(root / name) if (root / name).is_file() else ""
+            for name in _IDENTITY_FILES}
+
+
+def _same_dataset(run_dir: Path, root: str) -> bool:
+    """Return whether ``root`` holds the dataset the run in ``run_dir`` started on."""
+    try:
+        recorded = json.loads((run_dir / DATASET_IDENTITY).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False    # a run of an earlier version, or a damaged file: paths must match
+    return isinstance(recorded, dict) and recorded == dataset_identity(root) and all(
+        recorded.values())
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:

@@ -347,6 +347,25 @@ def test_resume_from_a_truncated_checkpoint_names_the_file_and_keeps_the_run(
     assert files() == before     # every file of the run and its checkpoint is left as it was
 
 
+def test_resume_on_a_data_root_holding_another_dataset_is_refused(
+        synth, resumable_run, tmp_path, capsys):
+    # A dataset copied elsewhere resumes (test_resume.py); one whose train split differs not.
+    other = Path(shutil.copytree(synth, tmp_path / "other"))
+    clips = (other / "train.txt").read_text().split()
+    (other / "train.txt").write_text("\n".join(clips[:-1]) + "\n")
+    before = {k: v for k, v in snapshot(resumable_run).items()
+              if (resumable_run / k).is_file()}
+    rc, err = _resume(capsys, other, resumable_run)
+    assert rc == 2
+    assert_one_error_line(err, "ssp_train", "differs from", "in ['data.root']",
+                          "a new data.root resumes only if its dataset.json and train.txt are "
+                          "the run's", str(resumable_run / "dataset_identity.json"))
+    assert {k: v for k, v in snapshot(resumable_run).items()
+            if (resumable_run / k).is_file()} == before
+    rc, err = _resume(capsys, Path(shutil.copytree(synth, tmp_path / "same")), resumable_run)
+    assert rc == 0, err
+
+
 @pytest.mark.parametrize("pointer,needle", [
     (b"[1]", "holds list [1]"),                                    # was a TypeError traceback
     (b'{"dir": "../../..", "epoch": 1}', "has dir '../../..'"),   # never leaves checkpoints/

@@ -1,6 +1,7 @@
 """A real ``ssp_train fit`` killed with SIGKILL mid-epoch resumes with --resume and finishes.
 
-It resumes after its run folder was moved, too (``run.out_dir`` names the new place).
+It resumes after its run folder and its dataset were moved, too (``run.out_dir`` and
+``data.root`` name the new places).
 """
 
 import json
@@ -72,16 +73,20 @@ def test_sigkill_mid_epoch_then_resume_finishes_with_each_step_once(tmp_path):
     load_artifact(folder / "model.safetensors")
     assert load_train_state(folder)[1]["step"] == 8
 
-    # The run folder moves (another disk or machine) and resumes in its new place.
+    # The run folder and the dataset move (another machine, a job's own scratch folder); the
+    # run resumes in its new place on the dataset's new root.
     (tmp_path / "disk2").mkdir()
+    (tmp_path / "scratch").mkdir()
     run = Path(shutil.move(run, tmp_path / "disk2" / "run"))
-    overrides = [o for o in overrides if not o.startswith("run.out_dir=")] + [
-        f"run.out_dir={run}"]
+    data = Path(shutil.move(data, tmp_path / "scratch" / "synth"))
+    overrides = [o for o in overrides if not o.startswith(("run.out_dir=", "data.root="))] + [
+        f"run.out_dir={run}", f"data.root={data}"]
     # keep_resume_state: look at the last checkpoint (a finished run prunes it by default).
     summary = fit(IMAGE, overrides + ["run.threads=0", "run.keep_resume_state=true"],
                   resume=True)
     assert summary["epochs"] == 2 and summary["steps"] == 16
-    assert load_recipe(run / "recipe.yaml").out_dir == run   # its copy names the new place
+    copy = load_recipe(run / "recipe.yaml")     # the run's recipe names the new places
+    assert copy.out_dir == run and copy.data.root == str(data)
     assert _steps(run / "train.csv") == list(range(1, 17)), "each step logged exactly once"
     names = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert names == ["epoch_0002", "latest.json"]

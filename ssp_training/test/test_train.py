@@ -41,8 +41,8 @@ def test_image_run_writes_the_documented_run_folder(synth, image_run):
     out, summary = image_run
     # 2 train clips x 6 labelled frames / batch 4 = 3 steps per epoch, 2 epochs.
     assert summary["epochs"] == 2 and summary["steps"] == 6
-    for name in ("recipe.yaml", "train.csv", "val.csv", "model.safetensors", "summary.json",
-                 "curves.png"):
+    for name in ("recipe.yaml", "dataset_identity.json", "train.csv", "val.csv",
+                 "model.safetensors", "summary.json", "curves.png"):
         assert (out / name).is_file(), name
     # A finished run keeps its artifact, not the resume state (run.keep_resume_state).
     assert not (out / "checkpoints").exists()
